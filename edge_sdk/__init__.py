@@ -1,0 +1,35 @@
+"""edge-sdk: model-heterogeneous federated learning for weak edge devices.
+
+The public names are imported lazily so that ``import edge_sdk`` stays cheap on a device.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "count_flops": "edge_sdk.profiler",
+    "profile_device": "edge_sdk.profiler",
+    "profile_model": "edge_sdk.profiler",
+    "CapabilityReport": "edge_sdk.profiler",
+    "DeviceCapability": "edge_sdk.profiler",
+    "ModelProfile": "edge_sdk.profiler",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edge_sdk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,134 @@
+"""A tiny Vision Transformer built from Linear layers and ``F.scaled_dot_product_attention``.
+
+No ``nn.MultiheadAttention``/``nn.TransformerEncoderLayer`` (their fused eval paths hide FLOPs
+from FlopCounterMode). Blocks live in ``model.blocks`` (an ``nn.Sequential`` of
+shape-preserving :class:`ViTBlock` s), so a model can be built from a subset of them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PatchEmbed", "TokenBatchNorm", "Attention", "Mlp", "ViTBlock", "VisionTransformer"]
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches by a strided Conv2d; returns tokens (B, N, C)."""
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, patch_size, patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class TokenBatchNorm(nn.Module):
+    """BatchNorm1d over the embedding dim of a (B, N, C) tensor (integer-export friendly)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x.transpose(1, 2)).transpose(1, 2)
+
+
+def make_norm(norm: str, dim: int) -> nn.Module:
+    if norm == "layernorm":
+        return nn.LayerNorm(dim)
+    return TokenBatchNorm(dim)
+
+
+def make_act(act: str) -> nn.Module:
+    return nn.GELU() if act == "gelu" else nn.ReLU()
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention: one qkv Linear, SDPA, output projection."""
+
+    def __init__(self, heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = head_dim
+        dim = heads * head_dim
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n = x.shape[0], x.shape[1]
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        out = out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim)
+        return self.proj(out)
+
+
+class Mlp(nn.Module):
+    """Linear -> activation -> Linear."""
+
+    def __init__(self, dim: int, hidden: int, act: str = "gelu", out_dim: int | None = None) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = make_act(act)
+        self.fc2 = nn.Linear(hidden, dim if out_dim is None else out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm encoder block: x + attn(norm1(x)); x + mlp(norm2(x))."""
+
+    def __init__(
+        self, heads: int, head_dim: int, mlp_hidden: int, norm: str = "layernorm", act: str = "gelu"
+    ) -> None:
+        super().__init__()
+        dim = heads * head_dim
+        self.norm1 = make_norm(norm, dim)
+        self.attn = Attention(heads, head_dim)
+        self.norm2 = make_norm(norm, dim)
+        self.mlp = Mlp(dim, mlp_hidden, act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    """Patch embedding + cls token + learned positions -> blocks -> norm -> head on cls."""
+
+    def __init__(
+        self,
+        heads: int = 3,
+        head_dim: int = 64,
+        depth: int = 6,
+        mlp_hidden: int = 768,
+        num_classes: int = 10,
+        img_size: int = 32,
+        patch_size: int = 4,
+        in_channels: int = 3,
+        norm: str = "layernorm",
+        act: str = "gelu",
+    ) -> None:
+        super().__init__()
+        dim = heads * head_dim
+        num_patches = (img_size // patch_size) ** 2
+        self.patch_embed = PatchEmbed(in_channels, dim, patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.Sequential(
+            *[ViTBlock(heads, head_dim, mlp_hidden, norm, act) for _ in range(depth)]
+        )
+        self.norm = make_norm(norm, dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1) + self.pos_embed
+        x = self.norm(self.blocks(x))
+        return self.head(x[:, 0])

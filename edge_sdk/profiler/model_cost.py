@@ -1,0 +1,238 @@
+"""A model's cost on this device at several submodel sizes: parameters, FLOPs, peak training
+memory and latency (cold first call apart, then median and p90 of warm calls)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_sdk.errors import InvalidInputError, ProfilingError
+from edge_sdk.profiler.flops import count_flops, flop_breakdown
+from edge_sdk.profiler.microbench import torch_threads
+from edge_sdk.profiler.report import LatencyStats, LayerCost, ModelProfile, SizeCost
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RATIOS = (1.0, 1 / 4, 1 / 16, 1 / 64)
+ProgressFn = Callable[[str], None]
+
+
+def sized_model(model: nn.Module, ratio: float) -> tuple[nn.Module, float | None]:
+    """The model at submodel size ``ratio`` and the width multiplier used (None if not one).
+
+    A reference model (it carries ``model.config``) is rebuilt at width x sqrt(ratio);
+    any other model is shrunk by structured (channel-level) extraction.
+    """
+    if not 0 < ratio <= 1:
+        raise InvalidInputError(f"ratio {ratio!r} is outside (0, 1]: a size is the fraction of parameters held")
+    if ratio == 1:
+        return model, getattr(getattr(model, "config", None), "width", None)
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "name"):
+        from edge_sdk import models
+
+        width = config.width * models.width_for_ratio(ratio)
+        return models.create(config.name, width=width, depth=config.depth, num_classes=config.num_classes, **config.options), width
+    try:
+        from edge_sdk import submodel
+    except ImportError:  # pragma: no cover - the submodel package ships with the SDK
+        raise InvalidInputError(
+            f"cannot size {type(model).__name__} to ratio {ratio}: only reference models "
+            "(edge_sdk.models) can be resized in this build"
+        ) from None
+    plan = submodel.plan("fiarse-structured", model, ratio)
+    return plan.extract(model), None
+
+
+def profile_model(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    threads: int | None = None,
+    quick: bool = False,
+    name: str | None = None,
+    measure_latency: bool = True,
+    progress: ProgressFn | None = None,
+) -> ModelProfile:
+    """Profile ``model`` on a batch ``example_input`` at each submodel size in ``ratios``.
+
+    FLOPs come from :func:`count_flops`; peak training memory from torch's ``MemTracker``
+    (parameters, gradients, SGD momentum, activations and temporaries of one step);
+    latencies are of a forward pass and of one SGD training step on the whole batch.
+    The model passed in is not modified (training steps run on a copy).
+    """
+    if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
+        raise InvalidInputError("example_input must be a batch tensor of shape (batch, *sample_shape)")
+    ratios = _check_ratios(ratios)
+    threads = threads or torch.get_num_threads()
+    full_params = _param_count(model)
+    batch = example_input.shape[0]
+    sizes: list[SizeCost] = []
+    layers: list[LayerCost] = []
+    with torch_threads(threads):
+        for ratio in ratios:
+            if progress:
+                progress(f"profiling model at size {_fraction(ratio)}")
+            sub, width = sized_model(model, ratio)
+            sizes.append(_size_cost(sub, example_input, ratio, width, full_params, quick, measure_latency))
+            if ratio == ratios[0]:
+                layers = _layer_costs(sub, example_input)
+    config = getattr(model, "config", None)
+    return ModelProfile(
+        model=name or getattr(config, "name", None) or type(model).__name__,
+        input_shape=list(example_input.shape[1:]),
+        batch_size=int(batch),
+        sizes=sizes,
+        layers=layers,
+    )
+
+
+def peak_training_memory(model: nn.Module, example_input: torch.Tensor) -> int:
+    """Peak bytes of one SGD(momentum) training step, tensor-level, from torch's MemTracker."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    work = copy.deepcopy(model).train()
+    optimizer = torch.optim.SGD(work.parameters(), lr=1e-3, momentum=0.9)
+    step = _train_step(work, optimizer, example_input)
+    step()  # creates the optimizer state outside the tracked step
+    tracker = MemTracker()
+    tracker.track_external(work, optimizer)
+    with tracker:
+        step()
+    snapshot = tracker.get_tracker_snapshot("peak")
+    return int(max(per_device.get("Total", 0) for per_device in snapshot.values()))
+
+
+def measure_latency(call: Callable[[], object], *, runs: int, max_seconds: float) -> LatencyStats:
+    """Cold first call apart, one warm-up, then up to ``runs`` timed calls within ``max_seconds``."""
+    start = time.perf_counter()
+    call()
+    cold = time.perf_counter() - start
+    call()
+    times: list[float] = []
+    deadline = time.perf_counter() + max_seconds
+    while len(times) < runs and (len(times) < 3 or time.perf_counter() < deadline):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    values = np.array(times) * 1e3
+    return LatencyStats(
+        cold_ms=round(cold * 1e3, 4),
+        median_ms=round(float(np.median(values)), 4),
+        p90_ms=round(float(np.percentile(values, 90)), 4),
+        runs=len(times),
+    )
+
+
+def _size_cost(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    ratio: float,
+    width: float | None,
+    full_params: int,
+    quick: bool,
+    with_latency: bool,
+) -> SizeCost:
+    params = _param_count(model)
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    forward_flops, train_flops = _flops_per_batch(model, example_input)
+    try:
+        peak = peak_training_memory(model, example_input)
+    except Exception as exc:  # MemTracker is a private torch tool: degrade, don't fail the profile
+        log.warning("peak training memory not measured: %s", exc)
+        peak = None
+    forward_latency = train_latency = None
+    if with_latency:
+        runs, budget = (3, 1.0) if quick else (10, 6.0)
+        infer = copy.deepcopy(model).eval()
+
+        def forward() -> None:
+            with torch.inference_mode():
+                infer(example_input)
+
+        work = copy.deepcopy(model).train()
+        step = _train_step(work, torch.optim.SGD(work.parameters(), lr=1e-3, momentum=0.9), example_input)
+        forward_latency = measure_latency(forward, runs=runs, max_seconds=budget / 3)
+        train_latency = measure_latency(step, runs=runs, max_seconds=budget)
+    return SizeCost(
+        ratio=ratio,
+        kept_fraction=round(params / full_params, 6),
+        width=None if width is None else round(width, 6),
+        params=params,
+        param_bytes=int(param_bytes),
+        forward_flops=forward_flops,
+        train_step_flops=train_flops,
+        peak_train_memory_bytes=peak,
+        forward_latency=forward_latency,
+        train_step_latency=train_latency,
+    )
+
+
+def _flops_per_batch(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
+    """FLOPs of the whole batch, counted on two samples and scaled: every op torch counts
+    (matmul, convolution, attention) works per sample, so FLOPs are linear in the batch."""
+    batch = example_input.shape[0]
+    probe = example_input[: min(batch, 2)]
+    n = probe.shape[0]
+    forward = count_flops(model, probe)
+    train = count_flops(model, probe, backward=True)
+    return forward * batch // n, train * batch // n
+
+
+def _layer_costs(model: nn.Module, example_input: torch.Tensor) -> list[LayerCost]:
+    probe = example_input[:1]
+    breakdown = flop_breakdown(model, probe)
+    modules = dict(model.named_modules())
+    layers = []
+    for name, module in model.named_modules():
+        own_params = sum(p.numel() for p in module.parameters(recurse=False))
+        flops = breakdown.per_module.get(name or "(root)", 0) * example_input.shape[0]
+        if flops or (own_params and not any(True for _ in module.children())):
+            layers.append(LayerCost(name=name or "(root)", kind=type(modules[name]).__name__, params=own_params, forward_flops=flops))
+    return layers
+
+
+def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, example_input: torch.Tensor) -> Callable[[], None]:
+    out = model(example_input[:2] if example_input.shape[0] > 1 else example_input)
+    logits = out[0] if isinstance(out, (tuple, list)) else out
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise ProfilingError("a training step needs a model that returns (batch, classes) logits")
+    target = torch.randint(0, logits.shape[1], (example_input.shape[0],), generator=torch.Generator().manual_seed(0))
+    model.zero_grad(set_to_none=True)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(example_input), target)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _check_ratios(ratios: Sequence[float]) -> list[float]:
+    values = [float(r) for r in ratios]
+    if not values:
+        raise InvalidInputError("ratios: give at least one size in (0, 1]")
+    for r in values:
+        if not (0 < r <= 1) or math.isnan(r):
+            raise InvalidInputError(f"ratio {r!r} is outside (0, 1]: a size is the fraction of parameters held")
+    return sorted(set(values), reverse=True)
+
+
+def _fraction(ratio: float) -> str:
+    from fractions import Fraction
+
+    f = Fraction(ratio).limit_denominator(1024)
+    return str(f) if abs(float(f) - ratio) < 1e-9 else f"{ratio:g}"

@@ -1,0 +1,218 @@
+"""Profiler: OS facts, microbenchmarks, model cost, capacity and the report schema."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+import torch
+
+from edge_sdk import models
+from edge_sdk.errors import InvalidInputError, SchemaError, SchemaVersionError
+from edge_sdk.models.analytic import analytic_flops
+from edge_sdk.profiler import (
+    CapabilityReport,
+    DeviceCapability,
+    LatencyStats,
+    ModelProfile,
+    SizeCost,
+    compute_capacity,
+    count_flops,
+    profile_device,
+    profile_model,
+)
+from edge_sdk.profiler import estimate, system
+from edge_sdk.profiler.model_cost import measure_latency
+from edge_sdk.profiler.reporting import build_report
+
+
+def _device(**overrides) -> DeviceCapability:
+    values = dict(
+        cpu_model="test cpu", arch="x86_64", logical_cpus=4, effective_cpus=2, isa_flags=["avx2"],
+        memory_total_bytes=8 * 2**30, memory_available_bytes=4 * 2**30, memory_limit_bytes=None, threads=2,
+        gflops_fp32_1t=10.0, gflops_fp32=20.0, int8_gops=40.0, memory_bandwidth_gbs=5.0,
+    )
+    values.update(overrides)
+    return DeviceCapability(**values)
+
+
+def _size(ratio: float, step_ms: float, peak_mb: float) -> SizeCost:
+    lat = LatencyStats(cold_ms=step_ms * 2, median_ms=step_ms, p90_ms=step_ms * 1.1, runs=5)
+    return SizeCost(ratio=ratio, kept_fraction=ratio, width=ratio**0.5, params=int(1000 * ratio), param_bytes=int(4000 * ratio),
+                    forward_flops=100, train_step_flops=300, peak_train_memory_bytes=int(peak_mb * 2**20),
+                    forward_latency=lat, train_step_latency=lat)
+
+
+# --- OS facts -------------------------------------------------------------------------------
+
+def test_cgroup_v2_quota_and_memory_limit(tmp_path):
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    (tmp_path / "memory.max").write_text(str(3 * 2**30))
+    assert system.cgroup_cpu_quota(tmp_path) == pytest.approx(1.5)
+    assert system.cgroup_memory_limit(tmp_path) == 3 * 2**30
+    assert system.effective_cpu_count(tmp_path) == min(2, len(__import__("os").sched_getaffinity(0)))
+
+
+def test_cgroup_v2_unlimited(tmp_path):
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "memory.max").write_text("max\n")
+    assert system.cgroup_cpu_quota(tmp_path) is None
+    assert system.cgroup_memory_limit(tmp_path) is None
+
+
+def test_cgroup_v1_quota_and_limit(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000")
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text(str(2**62))  # v1's "no limit"
+    assert system.cgroup_cpu_quota(tmp_path) == pytest.approx(0.5)
+    assert system.effective_cpu_count(tmp_path) == 1
+    assert system.cgroup_memory_limit(tmp_path) is None
+
+
+def test_memory_limit_caps_total(tmp_path):
+    (tmp_path / "memory.max").write_text(str(2**30))
+    (tmp_path / "memory.current").write_text(str(2**28))
+    info = system.read_system_info(cgroup_root=tmp_path)
+    assert info.memory_total_bytes == 2**30
+    assert info.memory_available_bytes <= 2**30 - 2**28
+
+
+def test_arm_cpuinfo_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 asimddp i8mm\n"
+                       "CPU part\t: 0xd0b\nHardware\t: BCM2712\n")
+    info = system.read_system_info(cgroup_root=tmp_path, cpuinfo=cpuinfo)
+    assert info.isa_flags == ["asimd", "asimddp", "i8mm"]
+    assert info.cpu_model == "BCM2712"
+
+
+# --- measurements ---------------------------------------------------------------------------
+
+def test_profile_device_quick_measures_positive_rates():
+    device = profile_device(quick=True, threads=1)
+    assert device.threads == 1
+    assert device.gflops_fp32_1t > 0 and device.gflops_fp32 == device.gflops_fp32_1t
+    assert device.int8_gops is not None and device.int8_gops > 0
+    assert device.memory_bandwidth_gbs > 0
+    assert 1 <= device.effective_cpus <= device.logical_cpus
+    assert 0 < device.memory_available_bytes <= device.memory_total_bytes
+
+
+def test_measure_latency_keeps_cold_call_apart():
+    calls = []
+
+    def call():
+        calls.append(1)
+        if len(calls) == 1:
+            torch.randn(256, 256) @ torch.randn(256, 256)
+
+    stats = measure_latency(call, runs=4, max_seconds=5)
+    assert stats.runs == 4 and len(calls) == 6  # cold + warm-up + 4 timed
+    assert stats.p90_ms >= stats.median_ms > 0
+
+
+def test_profile_model_sizes_match_analytic_flops_and_leave_model_untouched():
+    model = models.create("cnn1d")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = torch.randn(4, 1, 40)
+    profile = profile_model(model, batch, ratios=[1, 0.25], quick=True)
+    assert [s.ratio for s in profile.sizes] == [1.0, 0.25]
+    full, quarter = profile.sizes
+    assert full.params == sum(p.numel() for p in model.parameters())
+    assert full.forward_flops == analytic_flops(model, 4)
+    assert full.train_step_flops == analytic_flops(model, 4, backward=True)
+    small = models.create("cnn1d", width=0.5)
+    assert quarter.forward_flops == analytic_flops(small, 4)
+    assert quarter.params < full.params and quarter.width == pytest.approx(0.5)
+    assert quarter.peak_train_memory_bytes < full.peak_train_memory_bytes
+    assert full.peak_train_memory_bytes >= 3 * full.param_bytes  # params + grads + momentum
+    assert full.train_step_latency.runs >= 3
+    assert profile.layers and sum(layer.forward_flops for layer in profile.layers) == full.forward_flops
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_count_flops_same_under_no_grad_and_eval():
+    model = models.create("vit_tiny", width=0.25, depth=2)
+    x = torch.randn(2, 3, 32, 32)
+    train_mode = count_flops(model, x), count_flops(model, x, backward=True)
+    model.eval()
+    with torch.no_grad():
+        assert (count_flops(model, x), count_flops(model, x, backward=True)) == train_mode
+    assert not model.training and not torch.is_grad_enabled() is False
+
+
+def test_profile_model_rejects_bad_ratios():
+    with pytest.raises(InvalidInputError, match="outside"):
+        profile_model(models.create("cnn1d"), torch.randn(2, 1, 40), ratios=[1.5])
+
+
+# --- capacity -------------------------------------------------------------------------------
+
+def test_capacity_picks_largest_size_within_budgets():
+    profile = ModelProfile(model="m", input_shape=[1], batch_size=8,
+                           sizes=[_size(1, 400, 300), _size(0.25, 120, 90), _size(1 / 16, 30, 20)])
+    device = _device()
+    assert compute_capacity(device, profile).max_ratio == 1
+    assert compute_capacity(device, profile, budget_ms=150).max_ratio == 0.25
+    assert compute_capacity(device, profile, budget_ms=150, budget_mb=50).max_ratio == 1 / 16
+    assert compute_capacity(device, profile, budget_ms=10).max_ratio is None
+    small_memory = _device(memory_available_bytes=100 * 2**20)
+    assert compute_capacity(small_memory, profile).max_ratio == 0.25
+    assert compute_capacity(device, profile).score == device.gflops_fp32
+
+
+def test_capacity_rejects_non_positive_budget():
+    with pytest.raises(InvalidInputError, match="budget_ms"):
+        compute_capacity(_device(), None, budget_ms=0)
+
+
+# --- estimated reports ----------------------------------------------------------------------
+
+def _hw(kind="cpu"):
+    cpu = types.SimpleNamespace(cores=4, arch="aarch64", isa_features=["neon"], memory_mb=4096,
+                                memory_bandwidth_gbs=4.0, nominal_gflops_fp32=48.0, nominal_int8_gops=96.0)
+    return types.SimpleNamespace(name="board", kind=kind, vendor="V", description="Board", cpu=cpu)
+
+
+def test_estimated_device_and_latencies():
+    device = estimate.estimated_device(_hw())
+    assert device.estimated and device.source == "hw:board"
+    assert device.gflops_fp32 == 48.0 and device.effective_cpus == 4
+    measured = ModelProfile(model="m", input_shape=[1], batch_size=8, sizes=[_size(1, 1, 1)])
+    estimated = estimate.estimated_model_profile(measured, device)
+    step = estimated.sizes[0].train_step_latency
+    assert step.runs == 0
+    assert step.median_ms == pytest.approx(300 / 48e9 * 1e3, rel=1e-3)
+
+
+def test_estimate_refuses_microcontroller():
+    with pytest.raises(InvalidInputError, match="export-only"):
+        estimate.estimated_device(_hw(kind="mcu"))
+
+
+# --- report schema --------------------------------------------------------------------------
+
+def test_report_round_trip_and_schema_checks():
+    report = build_report(model="cnn1d", ratios=[1, 0.25], batch_size=4, quick=True, threads=1)
+    text = report.to_json()
+    assert CapabilityReport.from_json(text) == report
+    data = json.loads(text)
+    assert data["schema_version"] == 1 and data["model"]["sizes"][1]["ratio"] == 0.25
+    data["schema_version"] = 99
+    with pytest.raises(SchemaVersionError, match="schema_version 99"):
+        CapabilityReport.from_dict(data)
+    data["schema_version"] = 1
+    del data["device"]["gflops_fp32"]
+    with pytest.raises(SchemaError, match="device.*gflops_fp32"):
+        CapabilityReport.from_dict(data)
+    with pytest.raises(SchemaError, match="not valid JSON"):
+        CapabilityReport.from_json("{oops")
+
+
+def test_build_report_rejects_input_shape_of_wrong_rank():
+    with pytest.raises(InvalidInputError, match="dimensions"):
+        build_report(model="resnet8", input_shape=(3, 32), quick=True)
