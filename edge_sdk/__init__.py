@@ -19,10 +19,17 @@ _LAZY = {
     "ModelProfile": "edge_sdk.profiler",
 }
 
-__all__ = ["__version__", *_LAZY]
+# Subpackages reachable as attributes after a bare ``import edge_sdk``.
+_SUBPACKAGES = ("models", "hw_profiles", "profiler")
+
+__all__ = ["__version__", *_LAZY, *_SUBPACKAGES]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        value = importlib.import_module(f"edge_sdk.{name}")
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'edge_sdk' has no attribute {name!r}")
