@@ -17,10 +17,12 @@ _LAZY = {
     "CapabilityReport": "edge_sdk.profiler",
     "DeviceCapability": "edge_sdk.profiler",
     "ModelProfile": "edge_sdk.profiler",
+    "cluster_capabilities": "edge_sdk.clustering",
+    "Clustering": "edge_sdk.clustering",
 }
 
 # Subpackages reachable as attributes after a bare ``import edge_sdk``.
-_SUBPACKAGES = ("models", "hw_profiles", "profiler")
+_SUBPACKAGES = ("models", "hw_profiles", "profiler", "clustering")
 
 __all__ = ["__version__", *_LAZY, *_SUBPACKAGES]
 

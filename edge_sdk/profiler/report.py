@@ -160,20 +160,23 @@ def _model_from_dict(data: Mapping[str, Any], where: str) -> ModelProfile:
     if not isinstance(data, Mapping):
         raise SchemaError(f"{where}: expected an object")
     sizes = []
+    if not isinstance(data["sizes"], list):
+        raise SchemaError(f"{where}.sizes: expected a list")
     for i, raw in enumerate(data["sizes"]):
+        if not isinstance(raw, Mapping):
+            raise SchemaError(f"{where}.sizes[{i}]: expected an object, got {type(raw).__name__}")
         raw = dict(raw)
         for key in ("forward_latency", "train_step_latency"):
             if raw.get(key) is not None:
                 raw[key] = _build(LatencyStats, raw[key], f"{where}.sizes[{i}].{key}")
         sizes.append(_build(SizeCost, raw, f"{where}.sizes[{i}]"))
     layers = [_build(LayerCost, raw, f"{where}.layers[{i}]") for i, raw in enumerate(data.get("layers", []))]
-    return ModelProfile(
-        model=str(data["model"]),
-        input_shape=[int(v) for v in data["input_shape"]],
-        batch_size=int(data["batch_size"]),
-        sizes=sizes,
-        layers=layers,
-    )
+    shape = data["input_shape"]
+    if not isinstance(shape, list) or not all(_is_int(v) for v in shape):
+        raise SchemaError(f"{where}.input_shape: expected a list of integers")
+    if not isinstance(data["model"], str) or not _is_int(data["batch_size"]):
+        raise SchemaError(f"{where}: model must be a string and batch_size an integer")
+    return ModelProfile(model=data["model"], input_shape=list(shape), batch_size=data["batch_size"], sizes=sizes, layers=layers)
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
@@ -191,4 +194,34 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise SchemaError(f"{where}: unknown field {unknown[0]!r}")
+    for f in dataclasses.fields(cls):
+        if f.name in data and not isinstance(data[f.name], Mapping | LatencyStats):
+            _check_type(data[f.name], str(f.type), f"{where}.{f.name}")
     return cls(**{k: v for k, v in data.items()})
+
+
+# JSON type checks for the annotations used in the report's dataclasses.
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and value == value
+
+
+_TYPE_CHECKS = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "int": (_is_int, "an integer"),
+    "float": (_is_number, "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "list[str]": (lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v), "a list of strings"),
+}
+
+
+def _check_type(value: Any, annotation: str, where: str) -> None:
+    options = [part.strip() for part in annotation.split("|")]
+    if value is None and "None" in options:
+        return
+    checks = [_TYPE_CHECKS[o] for o in options if o in _TYPE_CHECKS]
+    if checks and not any(check(value) for check, _ in checks):
+        raise SchemaError(f"{where}: expected {' or '.join(d for _, d in checks)}, got {value!r}")
