@@ -20,6 +20,9 @@ from edge_sdk.errors import EdgeSDKError
 _COMMAND_MODULES = (
     "edge_sdk.cli.profile_cmd",
     "edge_sdk.cli.hw_cmd",
+    "edge_sdk.cli.cluster_cmd",
+    "edge_sdk.cli.export_cmd",
+    "edge_sdk.cli.simulate_cmd",
 )
 
 

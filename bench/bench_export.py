@@ -1,0 +1,334 @@
+"""Export bars: int8 ONNX (integer-only, size, accuracy, latency), QONNX parity, FPGA fit.
+
+Trains resnet8 on scikit-learn digits upscaled to 32x32 (1 channel) and cnn1d on MNIST-1D
+(generated offline), then for each model:
+
+* ``to_int_onnx`` (QOperator, per-channel int8 weights, uint8 activations on x86): integer-only,
+  file <= 0.3x the fp32 ONNX, accuracy drop <= 1 point, onnxruntime latency <= 0.5x fp32 at
+  one thread (batch 1, and batch 64 throughput reported beside it);
+* onnxruntime ``quantize_static`` at its defaults (QDQ, int8 activations, per-tensor) side by
+  side: its latency ratio, accuracy and integer-only status;
+* QONNX at W4A4 and W8A8 (Brevitas PTQ) against the Brevitas model, executed with qonnx;
+* the FPGA estimate of W4A4 cnn1d on pynq-z2.
+
+Writes ``bench_export.md`` and ``bench_export.json`` next to this file. Run:
+
+    OMP_NUM_THREADS=1 python bench/bench_export.py            # a few minutes
+    python bench/bench_export.py --quick                       # smaller, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+
+
+def machine_info() -> dict:
+    import brevitas
+    import onnx
+    import onnxruntime
+    import qonnx  # noqa: F401
+
+    from edge_sdk.export._target import _host_flags
+
+    flags = _host_flags()
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), "")
+    except OSError:
+        pass
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count()
+    from importlib.metadata import version
+
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu": model,
+        "cpus_affinity": affinity,
+        "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}),
+        "avx512f": "avx512f" in flags,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "brevitas": brevitas.__version__,
+        "qonnx": version("qonnx"),
+    }
+
+
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * ((len(x) + 63) // 64))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt))
+        for i in range(0, len(xt), 64):
+            idx = perm[i : i + 64]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    with torch.no_grad():
+        return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+
+def ort_defaults(model: nn.Module, calib: np.ndarray, x: np.ndarray, y: np.ndarray, tmp: str) -> dict:
+    """onnxruntime quantize_static at its defaults on the same pre-processed fp32 graph."""
+    from onnxruntime.quantization import quantize_static
+
+    from edge_sdk.export import _ort, check_integer_only
+    from edge_sdk.export._torch_onnx import export_float_onnx
+    from edge_sdk.export.int_onnx import _preprocess, _Reader
+
+    fp32, prep, q = (os.path.join(tmp, n) for n in ("d_fp32.onnx", "d_prep.onnx", "d_q.onnx"))
+    export_float_onnx(model, torch.from_numpy(calib[:1]), fp32)
+    _preprocess(fp32, prep)
+    quantize_static(prep, q, _Reader(calib, 1))  # defaults: QDQ, int8/int8, per-tensor, MinMax
+    s_q, s_f = _ort.make_session(q, 1), _ort.make_session(fp32, 1)
+    lat_q, lat_f = _ort.paired_latency_ms([s_q, s_f], x[:1], min_seconds=1.0)
+    pred = _ort.run(s_q, x).argmax(1)
+    return {
+        "integer_only": check_integer_only(q).integer_only,
+        "accuracy": float((pred == y).mean()),
+        "file_bytes": os.path.getsize(q),
+        "latency_ms": lat_q,
+        "latency_ms_fp32": lat_f,
+        "latency_ratio": lat_q / lat_f,
+    }
+
+
+def throughput(model: nn.Module, calib: np.ndarray, x: np.ndarray, tmp: str, batch: int = 64) -> dict:
+    """Our int8 graph exported with a dynamic batch, timed at ``batch`` against fp32."""
+    from edge_sdk.export import _ort, to_int_onnx
+    from edge_sdk.export._torch_onnx import export_float_onnx
+
+    path, fp32 = os.path.join(tmp, "dyn.onnx"), os.path.join(tmp, "dyn_fp32.onnx")
+    to_int_onnx(model, calib, path, batch_size=None, measure_latency=False)
+    export_float_onnx(model, torch.from_numpy(calib[:1]), fp32, dynamic_batch=True)
+    lat_q, lat_f = _ort.paired_latency_ms([_ort.make_session(path, 1), _ort.make_session(fp32, 1)],
+                                          x[:batch], batch=batch, min_seconds=1.0)
+    return {"batch": batch, "latency_ms": lat_q, "latency_ms_fp32": lat_f, "latency_ratio": lat_q / lat_f}
+
+
+def bench_model(name: str, model: nn.Module, data, tmp: str, quick: bool) -> dict:
+    from edge_sdk.export import to_int_onnx, to_qonnx
+
+    x_tr, y_tr, x_te, y_te = data
+    calib = x_tr[:256]
+    row: dict = {"model": name, "params": sum(p.numel() for p in model.parameters()),
+                 "accuracy_float": accuracy(model, x_te, y_te)}
+    t0 = time.perf_counter()
+    rep = to_int_onnx(model, calib, os.path.join(tmp, f"{name}.int8.onnx"), eval_data=(x_te, y_te), threads=1)
+    row["export_s"] = time.perf_counter() - t0
+    row["int8"] = {
+        "integer_only": rep.integer_only,
+        "float_ops": rep.float_ops,
+        "file_bytes": rep.file_bytes,
+        "fp32_file_bytes": rep.fp32_file_bytes,
+        "size_ratio": rep.size_ratio,
+        "accuracy": rep.accuracy_int,
+        "accuracy_drop_points": 100 * (rep.accuracy_float - rep.accuracy_int),
+        "top1_agreement": rep.top1_agreement,
+        "latency_ms": rep.latency_ms_int8,
+        "latency_ms_fp32": rep.latency_ms_fp32,
+        "latency_ratio": rep.latency_ratio,
+        "activation_type": rep.activation_type,
+        "rewrites": rep.extra["rewrites"],
+    }
+    row["int8_batch64"] = throughput(model, calib, x_te, tmp)
+    row["ort_defaults"] = ort_defaults(model, calib, x_te, y_te, tmp)
+    row["qonnx"] = {}
+    for wb, ab in ((4, 4), (8, 8)):
+        t0 = time.perf_counter()
+        q = to_qonnx(model, calib, os.path.join(tmp, f"{name}.w{wb}a{ab}.onnx"), weight_bits=wb, act_bits=ab,
+                     eval_data=(x_te, y_te), verify_samples=4 if quick else 16,
+                     tolerance_steps=float("inf"))  # record the error; the bar judges it
+        row["qonnx"][f"W{wb}A{ab}"] = {
+            "verified_samples": q.extra["verified_samples"],
+            "max_abs_diff_vs_brevitas": q.extra["qonnx_vs_brevitas_max_abs"],
+            "max_error_steps": q.max_abs_error_steps,
+            "exact_fraction": q.extra["exact_fraction"],
+            "output_step": q.extra["output_step"],
+            "accuracy_brevitas": q.accuracy_int,
+            "finn": q.extra["finn"],
+            "seconds": time.perf_counter() - t0,
+        }
+    return row
+
+
+def bench_transformers(tmp: str) -> list[dict]:
+    """vit_tiny and its integer-friendly variant (BatchNorm, ReLU): what stays float in int8.
+
+    Untrained models calibrated on synthetic samples: only the graph structure and the
+    latency mean something here, not the parity numbers.
+    """
+    from edge_sdk import models
+    from edge_sdk.export import to_int_onnx
+
+    x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    out = []
+    for label, kw in (("vit_tiny", {}), ("vit_tiny norm=batchnorm act=relu", {"norm": "batchnorm", "act": "relu"})):
+        model = models.create("vit_tiny", **kw).eval()
+        rep = to_int_onnx(model, x, os.path.join(tmp, "vit.onnx"), threads=1)
+        out.append({"model": label, "integer_only": rep.integer_only,
+                    "float_op_types": rep.extra["float_op_types"], "float_ops": len(rep.float_ops),
+                    "size_ratio": rep.size_ratio, "latency_ms": rep.latency_ms_int8,
+                    "latency_ms_fp32": rep.latency_ms_fp32, "latency_ratio": rep.latency_ratio})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer epochs and samples (smoke run)")
+    parser.add_argument("--out", default=str(HERE / "bench_export"), help="output stem (.md and .json)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    from edge_sdk import datasets, models
+    from edge_sdk.export import estimate_fpga
+
+    started = time.time()
+    digits = datasets.load("digits", image_size=32)
+    mnist = datasets.load("mnist1d")
+    arrays = lambda s: (s.train.tensors[0].numpy(), s.train.tensors[1].numpy(),  # noqa: E731
+                        s.test.tensors[0].numpy(), s.test.tensors[1].numpy())
+    d_data, m_data = arrays(digits), arrays(mnist)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        resnet = train(models.create("resnet8", in_channels=1), d_data[0], d_data[1],
+                       epochs=2 if args.quick else 6, lr=3e-3)
+        train_resnet_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cnn = train(models.create("cnn1d"), m_data[0], m_data[1], epochs=5 if args.quick else 30, lr=3e-3)
+        train_cnn_s = time.perf_counter() - t0
+        torch.set_num_threads(1)
+        rows.append(bench_model("resnet8", resnet, d_data, tmp, args.quick))
+        rows[-1]["train_s"] = train_resnet_s
+        rows.append(bench_model("cnn1d", cnn, m_data, tmp, args.quick))
+        rows[-1]["train_s"] = train_cnn_s
+        est = estimate_fpga(cnn, "pynq-z2", weight_bits=4, act_bits=4)
+        transformers = bench_transformers(tmp)
+    doc = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine_info(),
+        "quick": args.quick,
+        "seconds": time.time() - started,
+        "models": rows,
+        "fpga_cnn1d_w4a4_pynq_z2": {k: v for k, v in est.to_dict().items() if k != "layers"},
+        "transformers": transformers,
+        "bars": bars(rows, est),
+    }
+    Path(args.out + ".json").write_text(json.dumps(doc, indent=2) + "\n")
+    Path(args.out + ".md").write_text(markdown(doc))
+    print(markdown(doc))
+    return 0
+
+
+def bars(rows: list[dict], est) -> list[dict]:
+    out = []
+    for r in rows:
+        i8, m = r["int8"], r["model"]
+        out += [
+            {"bar": f"{m}: int8 graph integer-only", "value": i8["integer_only"], "pass": bool(i8["integer_only"])},
+            {"bar": f"{m}: file <= 0.3x fp32 ONNX", "value": round(i8["size_ratio"], 3), "pass": i8["size_ratio"] <= 0.3},
+            {"bar": f"{m}: accuracy drop <= 1 point", "value": round(i8["accuracy_drop_points"], 2),
+             "pass": i8["accuracy_drop_points"] <= 1.0},
+            {"bar": f"{m}: int8 latency <= 0.5x fp32 (1 thread, batch 1)", "value": round(i8["latency_ratio"], 3),
+             "pass": i8["latency_ratio"] <= 0.5},
+            {"bar": f"{m}: int8 latency <= 0.5x fp32 (1 thread, batch 64)",
+             "value": round(r["int8_batch64"]["latency_ratio"], 3), "pass": r["int8_batch64"]["latency_ratio"] <= 0.5},
+        ]
+        for key, q in r["qonnx"].items():
+            steps = q["max_error_steps"]
+            out.append({"bar": f"{m}: QONNX {key} matches Brevitas within 1 step", "value": steps,
+                        "pass": steps is not None and steps <= 1.0 + 1e-4})
+    out.append({"bar": "cnn1d W4A4 fits pynq-z2 (estimate)", "value": est.budget_line(), "pass": est.fits})
+    return out
+
+
+def _f(v, digits: int = 3) -> str:
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def markdown(doc: dict) -> str:
+    m = doc["machine"]
+    lines = [
+        "# Export bench",
+        "",
+        f"Command: `{doc['command']}` ({'quick' if doc['quick'] else 'full'} run, {doc['seconds']:.0f} s).",
+        f"Machine: {m['cpu']} ({m['machine']}, {m['cpus_affinity']} CPUs, VNNI {m['vnni']}); Python {m['python']}, "
+        f"torch {m['torch']}, onnx {m['onnx']}, onnxruntime {m['onnxruntime']}, brevitas {m['brevitas']}, "
+        f"qonnx {m['qonnx']}.",
+        "Latencies: onnxruntime, 1 intra-op thread, median of alternating calls (int8 and fp32 interleaved).",
+        "",
+        "## Bars",
+        "",
+        "| bar | value | pass |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {b['bar']} | {_f(b['value'])} | {'yes' if b['pass'] else 'NO'} |" for b in doc["bars"]]
+    lines += ["", "## int8 ONNX (ours) vs onnxruntime quantize_static defaults", "",
+              "| model | params | acc fp32 | acc int8 | drop (pts) | size ratio | int8 ms | fp32 ms | ratio b1 | "
+              "ratio b64 | defaults: int-only | defaults: acc | defaults: ratio b1 |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in doc["models"]:
+        i8, d = r["int8"], r["ort_defaults"]
+        lines.append(
+            f"| {r['model']} | {r['params']:,} | {r['accuracy_float']:.4f} | {i8['accuracy']:.4f} | "
+            f"{i8['accuracy_drop_points']:.2f} | {i8['size_ratio']:.3f} | {i8['latency_ms']:.4f} | "
+            f"{i8['latency_ms_fp32']:.4f} | {i8['latency_ratio']:.3f} | {r['int8_batch64']['latency_ratio']:.3f} | "
+            f"{d['integer_only']} | {d['accuracy']:.4f} | {d['latency_ratio']:.3f} |")
+    lines += ["", "## QONNX (Brevitas PTQ) vs Brevitas, executed with qonnx", "",
+              "| model | bits | samples | bit-exact outputs | max abs diff | output step | error (steps) | "
+              "Brevitas acc | zero-points 0 | unsigned after ReLU |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in doc["models"]:
+        for key, q in r["qonnx"].items():
+            lines.append(
+                f"| {r['model']} | {key} | {q['verified_samples']} | {q['exact_fraction']:.3f} | "
+                f"{q['max_abs_diff_vs_brevitas']:.3g} | "
+                f"{_f(q['output_step'])} | {_f(q['max_error_steps'])} | {q['accuracy_brevitas']:.4f} | "
+                f"{q['finn']['zero_points_zero']} | {q['finn']['unsigned_after_relu']} |")
+    e = doc["fpga_cnn1d_w4a4_pynq_z2"]
+    lines += ["", "## FPGA estimate: cnn1d W4A4 on pynq-z2", "",
+              f"fits: {e['fits']}; needed/available: "
+              + ", ".join(f"{k} {e['needed'][k]:,}/{e['available'][k]:,}" for k in e["needed"])
+              + f"; folding {e['folding']}; {e['cycles_per_frame']:,} cycles/frame, {e['fps']:,.0f} frames/s at "
+              f"{e['clock_mhz']:g} MHz; MACs {e['macs']:,}, BOPs {e['bops']:,}, weight memory "
+              f"{e['weight_memory_bits']:,} bits.", "",
+              "## Transformers in int8 ONNX (untrained, synthetic calibration: structure and latency only)", "",
+              "| model | integer-only | float op types left | size ratio | int8 ms | fp32 ms | ratio |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for t in doc["transformers"]:
+        kinds = ", ".join(f"{k} x{v}" for k, v in sorted(t["float_op_types"].items())) or "none"
+        lines.append(f"| {t['model']} | {t['integer_only']} | {kinds} | {t['size_ratio']:.3f} | "
+                     f"{t['latency_ms']:.3f} | {t['latency_ms_fp32']:.3f} | {t['latency_ratio']:.3f} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Run settings (Flower run config) and node settings (SuperNode node config), checked.
+
+Flower passes both as flat ``key = value`` maps (keys with dashes, TOML scalars). Unknown
+keys are ignored (an app may add its own); a known key with a bad value raises
+:class:`~edge_sdk.errors.InvalidInputError` naming the key and what is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Mapping
+
+from edge_sdk.errors import InvalidInputError
+
+__all__ = ["RunSettings", "NodeSettings", "parse_ladder", "DEFAULT_LADDER"]
+
+DEFAULT_LADDER = "1,1/4,1/16,1/64"
+
+
+def parse_ladder(text: str | Any) -> tuple[float, ...]:
+    """``"1,1/4,1/16"`` -> (1.0, 0.25, 0.0625): distinct sizes in (0, 1], largest first."""
+    items = [t.strip() for t in str(text).split(",")] if not isinstance(text, (list, tuple)) else list(text)
+    out: list[float] = []
+    for item in items:
+        try:
+            value = float(Fraction(str(item)))
+        except (ValueError, ZeroDivisionError):
+            raise InvalidInputError(f"ladder item {item!r} is not a fraction; expected e.g. 1,1/4,1/16,1/64") from None
+        if not 0 < value <= 1:
+            raise InvalidInputError(f"ladder item {item!r} is outside (0, 1]; a size is a fraction of the model")
+        if value in out:
+            raise InvalidInputError(f"ladder item {item!r} is given twice; sizes must be distinct")
+        out.append(value)
+    if not out:
+        raise InvalidInputError("ladder is empty; expected e.g. 1,1/4,1/16,1/64")
+    return tuple(sorted(out, reverse=True))
+
+
+def _get(cfg: Mapping[str, Any], key: str, default: Any, kind: type, *, minimum: float | None = None) -> Any:
+    if key not in cfg:
+        return default
+    value = cfg[key]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise InvalidInputError(f"config {key}={value!r} is not accepted; expected true or false")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise InvalidInputError(f"config {key}={value!r} is not accepted; expected an integer")
+        try:
+            value = int(value)
+        except ValueError:
+            raise InvalidInputError(f"config {key}={value!r} is not accepted; expected an integer") from None
+    elif kind is float:
+        if isinstance(value, bool):
+            raise InvalidInputError(f"config {key}={value!r} is not accepted; expected a number")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"config {key}={value!r} is not accepted; expected a number") from None
+        if not math.isfinite(value):
+            raise InvalidInputError(f"config {key}={value!r} is not accepted; expected a finite number")
+    else:
+        value = str(value)
+    if minimum is not None and value < minimum:
+        raise InvalidInputError(f"config {key}={value!r} is not accepted; expected a value >= {minimum:g}")
+    return value
+
+
+@dataclass
+class RunSettings:
+    """What the ServerApp runs (``[tool.flwr.app.config]`` / ``flwr run -c``).
+
+    Timeouts are in seconds. ``min-nodes``: connected nodes to wait for (at most
+    ``wait-timeout``) before the first query. ``min-replies``: updates a round needs to be
+    aggregated (fewer: the global model is kept and the run goes on). ``out-dir``: where the
+    run summary and exported artifacts go (empty: ``~/.cache/edge-sdk/flower/run-<id>``).
+    """
+
+    strategy: str = "fiarse"
+    model: str = "cnn1d"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "mnist1d"
+    rounds: int = 3
+    local_steps: int = 10
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    fiarse_gradient: str = "hard"
+    lora_rank: int = 8
+    ladder: tuple[float, ...] = field(default_factory=lambda: parse_ladder(DEFAULT_LADDER))
+    min_nodes: int = 1
+    min_replies: int = 1
+    wait_timeout: float = 120.0
+    query_timeout: float = 60.0
+    round_timeout: float = 300.0
+    poll_interval: float = 0.5
+    eval_every: int = 0
+    seed: int = 0
+    quick_profile: bool = True
+    export: bool = True
+    export_samples: int = 64
+    out_dir: str = ""
+    save_models: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> RunSettings:
+        d = cls()
+        options = cfg.get("model-options", "")
+        if options:
+            try:
+                parsed = json.loads(str(options))
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"config model-options={options!r} is not JSON ({exc.msg}); "
+                                        'expected e.g. {"width": 0.5}') from None
+            if not isinstance(parsed, dict):
+                raise InvalidInputError(f"config model-options={options!r} is not a JSON object")
+        else:
+            parsed = {}
+        s = cls(
+            strategy=_get(cfg, "strategy", d.strategy, str),
+            model=_get(cfg, "model", d.model, str),
+            model_options=parsed,
+            dataset=_get(cfg, "dataset", d.dataset, str),
+            rounds=_get(cfg, "rounds", d.rounds, int, minimum=1),
+            local_steps=_get(cfg, "local-steps", d.local_steps, int, minimum=1),
+            batch_size=_get(cfg, "batch-size", d.batch_size, int, minimum=1),
+            lr=_get(cfg, "lr", d.lr, float, minimum=0),
+            momentum=_get(cfg, "momentum", d.momentum, float, minimum=0),
+            fiarse_gradient=_get(cfg, "fiarse-gradient", d.fiarse_gradient, str),
+            lora_rank=_get(cfg, "lora-rank", d.lora_rank, int, minimum=1),
+            ladder=parse_ladder(cfg["ladder"]) if "ladder" in cfg else d.ladder,
+            min_nodes=_get(cfg, "min-nodes", d.min_nodes, int, minimum=1),
+            min_replies=_get(cfg, "min-replies", d.min_replies, int, minimum=1),
+            wait_timeout=_get(cfg, "wait-timeout", d.wait_timeout, float, minimum=0),
+            query_timeout=_get(cfg, "query-timeout", d.query_timeout, float, minimum=0.1),
+            round_timeout=_get(cfg, "round-timeout", d.round_timeout, float, minimum=0.1),
+            poll_interval=_get(cfg, "poll-interval", d.poll_interval, float, minimum=0.01),
+            eval_every=_get(cfg, "eval-every", d.eval_every, int, minimum=0),
+            seed=_get(cfg, "seed", d.seed, int, minimum=0),
+            quick_profile=_get(cfg, "quick-profile", d.quick_profile, bool),
+            export=_get(cfg, "export", d.export, bool),
+            export_samples=_get(cfg, "export-samples", d.export_samples, int, minimum=1),
+            out_dir=_get(cfg, "out-dir", d.out_dir, str),
+            save_models=_get(cfg, "save-models", d.save_models, bool),
+        )
+        if s.momentum >= 1:
+            raise InvalidInputError(f"config momentum={s.momentum!r} is not accepted; expected 0 <= momentum < 1")
+        return s
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
+        out["ladder"] = list(self.ladder)
+        return out
+
+    def output_dir(self, run_id: int | str) -> Path:
+        if self.out_dir:
+            return Path(os.path.expanduser(self.out_dir))
+        return Path.home() / ".cache" / "edge-sdk" / "flower" / f"run-{run_id}"
+
+
+@dataclass
+class NodeSettings:
+    """One SuperNode's settings (``flower-supernode --node-config "..."``).
+
+    ``hw-profile``: estimate the capability report from this hardware profile instead of
+    measuring the device. ``partition-id`` / ``num-partitions`` / ``alpha`` / ``seed`` /
+    ``dataset``: the node's non-IID share (a Dirichlet(alpha) label split, the same on every
+    node for the same seed). ``cache-dir``: where the measured report and generated data are
+    kept between messages and runs.
+    """
+
+    hw_profile: str | None = None
+    partition_id: int = 0
+    num_partitions: int = 1
+    dataset: str | None = None
+    alpha: float = 0.3
+    seed: int = 0
+    cache_dir: str = ""
+    threads: int = 1
+    budget_ms: float | None = None
+    budget_mb: float | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> NodeSettings:
+        d = cls()
+        hw = _get(cfg, "hw-profile", "", str).strip()
+        s = cls(
+            hw_profile=hw or None,
+            partition_id=_get(cfg, "partition-id", d.partition_id, int, minimum=0),
+            num_partitions=_get(cfg, "num-partitions", d.num_partitions, int, minimum=1),
+            dataset=_get(cfg, "dataset", "", str) or None,
+            alpha=_get(cfg, "alpha", d.alpha, float),
+            seed=_get(cfg, "seed", d.seed, int, minimum=0),
+            cache_dir=_get(cfg, "cache-dir", d.cache_dir, str),
+            threads=_get(cfg, "threads", d.threads, int, minimum=1),
+            budget_ms=_get(cfg, "budget-ms", None, float),
+            budget_mb=_get(cfg, "budget-mb", None, float),
+        )
+        if s.partition_id >= s.num_partitions:
+            raise InvalidInputError(f"node config partition-id={s.partition_id} is not accepted; "
+                                    f"expected 0 <= partition-id < num-partitions ({s.num_partitions})")
+        if not s.alpha > 0:
+            raise InvalidInputError(f"node config alpha={s.alpha!r} is not accepted; expected a number > 0")
+        for key, value in (("budget-ms", s.budget_ms), ("budget-mb", s.budget_mb)):
+            if value is not None and not value > 0:
+                raise InvalidInputError(f"node config {key}={value!r} is not accepted; expected a number > 0")
+        return s
+
+    def cache_path(self) -> Path:
+        if self.cache_dir:
+            return Path(os.path.expanduser(self.cache_dir))
+        return Path.home() / ".cache" / "edge-sdk" / "flower"

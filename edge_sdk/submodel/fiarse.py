@@ -1,0 +1,295 @@
+"""FIARSE: parameter-level importance-aware submodel extraction (Wu et al., NeurIPS 2024).
+
+As in the released code (github.com/HarliWu/FIARSE, ``model_utils.py`` / ``resnet_masked.py``):
+
+* importance of an element is its magnitude ``|theta|``;
+* the maskable set is the weights **and biases** of every Conv/Linear (and Embedding) layer —
+  the released ``to_vector`` concatenates bias after weight, so biases compete for the same
+  threshold; we keep that;
+* one global top-k threshold over the whole maskable set (``scope="global"``), or the same
+  fraction inside each tensor (``scope="layer"``, the released ``fiarse_layerwise`` variant);
+* every other parameter (normalisation layers, token / position embeddings, ...) and every
+  buffer is always held;
+* masks are recomputed from the current global model each round. Because all sizes rank the
+  same scores, a smaller size's mask is a subset of a larger one's (nested submodels).
+
+``k`` is chosen so that the held fraction of *all* parameters equals the requested ratio
+(``k = round(ratio * total) - always_held``); ties at the threshold are broken by position,
+so kept counts are exact and nesting holds even with ties.
+
+Local training multiplies each masked tensor by its mask in the forward pass. Two gradient
+modes (``FiarseSubmodel.gradient``):
+
+* ``"hard"`` (default): the gradient of ``theta * m`` is ``g * m``. This is what the released
+  code in effect trains with and it is the cheapest; the benchmark table compares both.
+* ``"surrogate"``: the paper's threshold-controlled biased gradient. The released ``Bern``
+  function differentiates the step ``1[|theta| >= tau]`` as ``2 tau / (|theta| + tau)^2``, so
+  a held element receives ``g * (1 + 2 tau |theta| / (|theta| + tau)^2)``: up to 1.5x for
+  elements at the threshold, tending to 1x far above it.
+
+The held set is the plan's mask for the whole round (the released code re-evaluates
+``|theta| >= tau`` every forward, which can only drop elements during local training since
+unheld elements receive no gradient); fixing it keeps the update exactly what the plan says.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_sdk.errors import InvalidInputError, PlanMismatchError
+from edge_sdk.submodel._plan import Signature, SubmodelPlan, model_signature, param_count
+
+__all__ = ["FiarsePlan", "FiarseSubmodel", "plan_fiarse", "maskable_names", "GRADIENT_MODES"]
+
+GRADIENT_MODES = ("hard", "surrogate")
+SCOPES = ("global", "layer")
+_MASKABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.Embedding)
+
+
+def maskable_names(model: nn.Module) -> list[str]:
+    """Weights and biases of Conv/Linear/Embedding layers, in module order."""
+    names = []
+    for mod_name, module in model.named_modules():
+        if isinstance(module, _MASKABLE_TYPES):
+            for pname in ("weight", "bias"):
+                p = getattr(module, pname, None)
+                if isinstance(p, nn.Parameter) and p.requires_grad:
+                    names.append(f"{mod_name}.{pname}" if mod_name else pname)
+    return names
+
+
+def _kth_largest(absvals: list[torch.Tensor], k: int) -> float:
+    """Exact k-th largest (1-based) of non-negative values spread over several tensors.
+
+    For float32 a radix select on the bit patterns (monotone for non-negative floats): one
+    histogram of the top 16 bits, then an exact selection among the few values of the bin
+    that holds the answer; no concatenation or full partition of millions of values.
+    """
+    if all(a.dtype == torch.float32 for a in absvals):
+        bins = 1 << 15
+        hist = torch.zeros(bins, dtype=torch.int64)
+        for a in absvals:
+            hist += torch.bincount((a.view(torch.int32) >> 16).reshape(-1), minlength=bins)
+        csum = hist.flip(0).cumsum(0)
+        idx = int(torch.searchsorted(csum, torch.tensor(k)))
+        b = bins - 1 - idx
+        above = int(csum[idx] - hist[b])
+        cand = torch.cat([a[(a.view(torch.int32) >> 16) == b] for a in absvals])
+        return float(torch.kthvalue(cand, cand.numel() - (k - above) + 1).values)
+    arr = torch.cat([a.reshape(-1) for a in absvals]).double().numpy()
+    return float(np.partition(arr, arr.size - k)[arr.size - k])
+
+
+def _top_masks(absvals: list[torch.Tensor], k: int) -> tuple[list[torch.Tensor], float]:
+    """Masks of exactly the ``k`` largest values over all tensors (ties by position) and tau."""
+    n = sum(a.numel() for a in absvals)
+    if k <= 0:
+        return [torch.zeros(a.shape, dtype=torch.bool) for a in absvals], float("inf")
+    if k >= n:
+        return [torch.ones(a.shape, dtype=torch.bool) for a in absvals], \
+            (min(float(a.min()) for a in absvals if a.numel()) if n else 0.0)
+    tau = _kth_largest(absvals, k)
+    masks = [a > tau for a in absvals]
+    missing = k - sum(int(torch.count_nonzero(m)) for m in masks)
+    for a, m in zip(absvals, masks):  # fill with values equal to tau, in position order
+        if missing <= 0:
+            break
+        ties = torch.nonzero((a == tau).reshape(-1)).reshape(-1)[:missing]
+        m.view(-1)[ties] = True
+        missing -= ties.numel()
+    return masks, tau
+
+
+class FiarsePlan(SubmodelPlan):
+    """Element masks for the maskable tensors; everything else is held whole."""
+
+    kind = "fiarse"
+
+    def __init__(self, ratio: float, round: int, kept_fraction: float, signature: Signature,
+                 masks: Mapping[str, torch.Tensor], thresholds: Mapping[str, float], scope: str) -> None:
+        super().__init__("fiarse", ratio, round, kept_fraction, signature)
+        self.masks = {n: m.to(torch.bool) for n, m in masks.items()}
+        self.thresholds = {n: float(t) for n, t in thresholds.items()}
+        self.scope = scope
+        self._flat_idx: dict[str, torch.Tensor] = {}
+        self._held: dict[str, tuple[int, ...]] | None = None
+
+    def flat_index(self, name: str) -> torch.Tensor:
+        idx = self._flat_idx.get(name)
+        if idx is None:
+            idx = torch.nonzero(self.masks[name].reshape(-1)).reshape(-1)
+            self._flat_idx[name] = idx
+        return idx
+
+    def held_shapes(self) -> dict[str, tuple[int, ...]]:
+        if self._held is None:
+            out = {}
+            for name, (shape, _) in self.signature.items():
+                if name in self.masks:
+                    out[name] = (int(self.flat_index(name).numel()),)
+                else:
+                    out[name] = shape
+            self._held = out
+        return dict(self._held)
+
+    def extract(self, global_model: nn.Module) -> FiarseSubmodel:
+        self.check_model(global_model)
+        return FiarseSubmodel(copy.deepcopy(global_model), self.masks, self.thresholds)
+
+    def collect(self, submodel: nn.Module) -> dict[str, torch.Tensor]:
+        """The tensors the client uploads: held elements of masked tensors, the rest whole."""
+        if not isinstance(submodel, FiarseSubmodel):
+            raise PlanMismatchError("fiarse plan: the submodel is not a FiarseSubmodel; "
+                                    "train the module returned by plan.extract(global_model)")
+        self.check_model(submodel.model)
+        state = submodel.model.state_dict()
+        out = {}
+        for name, t in state.items():
+            t = t.detach()
+            out[name] = t.reshape(-1)[self.flat_index(name)].clone() if name in self.masks else t.clone()
+        return out
+
+    def gather(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        if name in self.masks:
+            return tensor.reshape(-1)[self.flat_index(name)]
+        return tensor
+
+    def scatter(self, name: str, value: torch.Tensor, num: torch.Tensor, den: torch.Tensor,
+                weight: float) -> None:
+        if name in self.masks:
+            idx = self.flat_index(name)
+            num.view(-1).index_add_(0, idx, value.reshape(-1).to(num.dtype))
+            den.view(-1).index_add_(0, idx, torch.full((idx.numel(),), weight, dtype=den.dtype))
+        else:
+            num.add_(value.to(num.dtype))
+            den.add_(weight)
+
+    def same_as(self, other: SubmodelPlan) -> bool:
+        if not super().same_as(other) or not isinstance(other, FiarsePlan):
+            return False
+        if other is self:
+            return True
+        if other.thresholds != self.thresholds or other.masks.keys() != self.masks.keys():
+            return False
+        return all(torch.equal(self.masks[n], other.masks[n]) for n in self.masks)
+
+    def _header(self) -> dict[str, Any]:
+        h = super()._header()
+        h["scope"] = self.scope
+        h["thresholds"] = self.thresholds
+        return h
+
+    def _blobs(self) -> tuple[dict[str, torch.Tensor], set[str]]:
+        blobs = {f"mask:{n}": m for n, m in self.masks.items()}
+        return blobs, set(blobs)
+
+    @classmethod
+    def _from_parts(cls, header, blobs, signature):  # type: ignore[no-untyped-def]
+        masks = {k[5:]: v for k, v in blobs.items() if k.startswith("mask:")}
+        for name, m in masks.items():
+            if name not in signature or tuple(m.shape) != signature[name][0]:
+                raise ValueError(f"mask {name!r} does not match the recorded signature")
+        return cls(header["ratio"], header["round"], header["kept_fraction"], signature, masks,
+                   header["thresholds"], header["scope"])
+
+
+def plan_fiarse(model: nn.Module, ratio: float, *, round: int = 0, scope: str = "global") -> FiarsePlan:
+    if scope not in SCOPES:
+        raise InvalidInputError(f"fiarse: scope={scope!r} is not accepted; expected one of {', '.join(SCOPES)}")
+    signature = model_signature(model)
+    params = dict(model.named_parameters())
+    names = maskable_names(model)
+    total = param_count(signature)
+    maskable = sum(params[n].numel() for n in names)
+    always = total - maskable
+    k = min(maskable, max(0, int(round_half(ratio * total)) - always))
+    masks: dict[str, torch.Tensor] = {}
+    thresholds: dict[str, float] = {}
+    with torch.no_grad():
+        absvals = [params[n].detach().abs() for n in names]
+        if scope == "global":
+            tensor_masks, tau = _top_masks(absvals, k)
+            for n, m in zip(names, tensor_masks):
+                masks[n] = m
+                thresholds[n] = tau
+        else:
+            frac = k / maskable if maskable else 0.0
+            for n, a in zip(names, absvals):
+                (m,), tau = _top_masks([a], int(round_half(frac * a.numel())))
+                masks[n] = m
+                thresholds[n] = tau
+    held = always + sum(int(torch.count_nonzero(m)) for m in masks.values())
+    return FiarsePlan(ratio, round, held / total if total else 1.0, signature, masks, thresholds, scope)
+
+
+def round_half(x: float) -> int:
+    """Round half up (Python's round() is banker's rounding)."""
+    return int(x + 0.5)
+
+
+class _MaskedWeight(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, w: torch.Tensor, mask: torch.Tensor, tau: float, surrogate: bool) -> torch.Tensor:
+        ctx.save_for_backward(w, mask)
+        ctx.tau = tau
+        ctx.surrogate = surrogate
+        return w * mask
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor):  # type: ignore[override]
+        w, mask = ctx.saved_tensors
+        grad = g * mask
+        if ctx.surrogate and ctx.tau > 0 and ctx.tau != float("inf"):
+            a = w.abs()
+            grad = grad * (1.0 + 2.0 * ctx.tau * a / (a + ctx.tau) ** 2)
+        return grad, None, None, None
+
+
+class FiarseSubmodel(nn.Module):
+    """A copy of the global model whose forward multiplies each masked tensor by its mask.
+
+    ``gradient`` is ``"hard"`` (default) or ``"surrogate"`` (see the module docstring);
+    :func:`edge_sdk.training.train_local` sets it from its ``fiarse_gradient`` argument.
+    ``dense()`` returns a plain copy with the unheld elements zeroed (for export).
+    """
+
+    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor],
+                 thresholds: Mapping[str, float], gradient: str = "hard") -> None:
+        super().__init__()
+        self.model = model
+        self._names = list(masks)
+        for i, name in enumerate(self._names):
+            self.register_buffer(f"_mask{i}", masks[name].to(torch.bool).clone(), persistent=False)
+        self.thresholds = dict(thresholds)
+        self.gradient = gradient
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        return {n: getattr(self, f"_mask{i}") for i, n in enumerate(self._names)}
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.gradient not in GRADIENT_MODES:
+            raise InvalidInputError(f"fiarse: gradient={self.gradient!r} is not accepted; "
+                                    f"expected one of {', '.join(GRADIENT_MODES)}")
+        surrogate = self.gradient == "surrogate"
+        params = dict(self.model.named_parameters())
+        masked = {}
+        for i, name in enumerate(self._names):
+            w = params[name]
+            mask = getattr(self, f"_mask{i}")
+            masked[name] = _MaskedWeight.apply(w, mask.to(w.dtype), self.thresholds.get(name, 0.0), surrogate)
+        return torch.func.functional_call(self.model, masked, args, kwargs, strict=False)
+
+    def dense(self) -> nn.Module:
+        out = copy.deepcopy(self.model)
+        params = dict(out.named_parameters())
+        with torch.no_grad():
+            for name, mask in self.masks.items():
+                params[name].mul_(mask.to(params[name].dtype))
+        return out

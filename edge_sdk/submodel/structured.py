@@ -1,0 +1,334 @@
+"""Structured (channel / neuron / head level) submodels: fiarse-structured, HeteroFL, FedRolex.
+
+All three keep, in every prunable channel group that :mod:`edge_sdk.submodel._graph` finds,
+the same fraction ``w`` of its units; ``w`` is searched so that the submodel holds the
+requested fraction of the global model's parameters (``w`` comes out near ``sqrt(ratio)``
+since most tensors are sliced in two dimensions). They differ only in *which* units:
+
+* ``fiarse-structured``: the units of largest importance, where the importance of a unit
+  (a channel, a neuron, an attention head) is the squared L2 norm of all conv / linear /
+  embedding weight entries that belong to it, summed over every coupled tensor (the rows of
+  the layers that produce it and the columns of the layers that consume it);
+* ``heterofl``: the leftmost units (a static nested slice);
+* ``fedrolex``: a window of consecutive units (cyclic) that starts at ``round mod size``, so
+  it moves by one unit each round.
+
+The plan stores the kept indices of every tensor dimension, so updates scatter back into
+the global model (:meth:`StructuredPlan.scatter`), and ``extract`` returns a physically
+smaller ``torch.fx.GraphModule`` whose state-dict names are the global model's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_sdk.errors import InvalidInputError, PlanMismatchError
+from edge_sdk.submodel._graph import Analysis, analyse, build_submodel, dim_indices
+from edge_sdk.submodel._plan import Signature, SubmodelPlan, model_signature, param_count
+
+log = logging.getLogger(__name__)
+
+__all__ = ["StructuredPlan", "plan_structured", "STRUCTURED_STRATEGIES", "analysis_for"]
+
+STRUCTURED_STRATEGIES = ("fiarse-structured", "heterofl", "fedrolex")
+
+_CACHE: OrderedDict[Any, Analysis] = OrderedDict()
+_CACHE_SIZE = 8
+
+
+def _arch_key(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype) -> Any:
+    mods = tuple((n, type(m)) for n, m in model.named_modules())
+    sig = tuple((n, tuple(t.shape)) for n, t in model.state_dict().items())
+    return (type(model), mods, sig, shape, dtype)
+
+
+def analysis_for(model: nn.Module, example: torch.Tensor) -> Analysis:
+    """The (cached) coupling analysis of ``model``'s architecture."""
+    key = _arch_key(model, tuple(example.shape), example.dtype)
+    an = _CACHE.get(key)
+    if an is None:
+        an = analyse(model, example)
+        _CACHE[key] = an
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+    return an
+
+
+def example_for(model: nn.Module, example_input: torch.Tensor | None) -> torch.Tensor:
+    if example_input is not None:
+        if not isinstance(example_input, torch.Tensor):
+            raise InvalidInputError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
+        return example_input.detach()
+    cfg = getattr(model, "config", None)
+    shape = getattr(cfg, "input_shape", None)
+    if shape is None:
+        raise InvalidInputError(
+            f"structured extraction of {type(model).__name__} needs example_input (a batch "
+            f"tensor); it can be omitted only for models with config.input_shape")
+    return torch.zeros((2, *shape))
+
+
+def _round_half(x: float) -> int:
+    return int(x + 0.5)
+
+
+class StructuredPlan(SubmodelPlan):
+    """Kept indices per tensor dimension; ``extract`` builds a smaller dense GraphModule."""
+
+    kind = "structured"
+
+    def __init__(self, strategy: str, ratio: float, round: int, kept_fraction: float, signature: Signature,
+                 width: float, keep: list[np.ndarray], leaf_sizes: list[int],
+                 index_map: Mapping[str, list[torch.Tensor | None]], example_shape: tuple[int, ...],
+                 example_dtype: str) -> None:
+        super().__init__(strategy, ratio, round, kept_fraction, signature)
+        self.width = float(width)
+        self.keep = [np.asarray(k, dtype=np.int64) for k in keep]
+        self.leaf_sizes = [int(s) for s in leaf_sizes]
+        self.index_map = {n: list(v) for n, v in index_map.items()}
+        self.example_shape = tuple(int(s) for s in example_shape)
+        self.example_dtype = example_dtype
+        self._lin: dict[str, Any] = {}
+
+    def held_shapes(self) -> dict[str, tuple[int, ...]]:
+        out = {}
+        for name, dims in self.index_map.items():
+            shape = self.signature[name][0]
+            out[name] = tuple(s if idx is None else int(idx.numel()) for s, idx in zip(shape, dims))
+        return out
+
+    def _example(self) -> torch.Tensor:
+        dtype = getattr(torch, self.example_dtype, torch.float32)
+        return torch.zeros(self.example_shape, dtype=dtype)
+
+    def extract(self, global_model: nn.Module) -> nn.Module:
+        self.check_model(global_model)
+        an = analysis_for(global_model, self._example())
+        if an.leaf_sizes != self.leaf_sizes or set(an.param_dims) != set(self.index_map):
+            raise PlanMismatchError(
+                f"{self.strategy} plan does not match the model's channel structure "
+                f"({len(an.leaf_sizes)} channel groups found, plan has {len(self.leaf_sizes)}); "
+                f"apply a plan only to the global model it was made from")
+        return build_submodel(global_model, an, self.keep, self.index_map)
+
+    def collect(self, submodel: nn.Module) -> dict[str, torch.Tensor]:
+        state = submodel.state_dict()
+        expected = self.held_shapes()
+        if set(state) != set(expected):
+            missing = sorted(set(expected) - set(state))
+            extra = sorted(set(state) - set(expected))
+            raise PlanMismatchError(f"{self.strategy} plan: submodel tensors differ from the plan "
+                                    f"(missing {missing[:3]}, unexpected {extra[:3]}); train the module "
+                                    f"returned by plan.extract(global_model)")
+        for name, t in state.items():
+            if tuple(t.shape) != expected[name]:
+                raise PlanMismatchError(f"{self.strategy} plan: submodel tensor {name!r} has shape "
+                                        f"{list(t.shape)}, the plan holds {list(expected[name])}")
+        return {n: t.detach().clone() for n, t in state.items()}
+
+    def _index(self, name: str) -> tuple[Any, ...] | None:
+        """Advanced index selecting the held block (None when held whole).
+
+        Sliced dimensions (and any full dimension between them) get broadcast index tensors;
+        full trailing dimensions stay plain slices, so kernels move as contiguous rows.
+        """
+        cached = self._lin.get(name)
+        if cached is not None:
+            return cached if cached != () else None
+        dims = self.index_map[name]
+        shape = self.signature[name][0]
+        last = max((d for d, idx in enumerate(dims) if idx is not None), default=-1)
+        if last < 0:
+            self._lin[name] = ()
+            return None
+        ix: list[Any] = []
+        for d in range(last + 1):
+            idx = dims[d] if dims[d] is not None else torch.arange(shape[d])
+            view = [1] * (last + 1)
+            view[d] = -1
+            ix.append(idx.reshape(view))
+        out = tuple(ix)
+        self._lin[name] = out
+        return out
+
+    def gather(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        ix = self._index(name)
+        return tensor if ix is None else tensor[ix]
+
+    def scatter(self, name: str, value: torch.Tensor, num: torch.Tensor, den: torch.Tensor,
+                weight: float) -> None:
+        ix = self._index(name)
+        if ix is None:
+            num.add_(value.to(num.dtype))
+            den.add_(weight)
+        else:
+            num.index_put_(ix, value.to(num.dtype), accumulate=True)
+            den.index_put_(ix, torch.tensor(weight, dtype=den.dtype), accumulate=True)
+
+    def same_as(self, other: SubmodelPlan) -> bool:
+        if not super().same_as(other) or not isinstance(other, StructuredPlan):
+            return False
+        return other is self or (other.leaf_sizes == self.leaf_sizes and len(other.keep) == len(self.keep)
+                                 and all(np.array_equal(a, b) for a, b in zip(self.keep, other.keep)))
+
+    # ---- bytes --------------------------------------------------------------------------
+    def _header(self) -> dict[str, Any]:
+        h = super()._header()
+        h.update(width=self.width, leaf_sizes=self.leaf_sizes, example_shape=list(self.example_shape),
+                 example_dtype=self.example_dtype)
+        table: dict[str, list[str | None]] = {}
+        self._dedup: dict[bytes, str] = {}
+        self._dedup_blobs: dict[str, torch.Tensor] = {}
+        for name, dims in self.index_map.items():
+            row: list[str | None] = []
+            for idx in dims:
+                if idx is None:
+                    row.append(None)
+                    continue
+                arr = idx.to(torch.int32)
+                raw = arr.numpy().tobytes()
+                key = self._dedup.get(raw)
+                if key is None:
+                    key = f"idx:{len(self._dedup)}"
+                    self._dedup[raw] = key
+                    self._dedup_blobs[key] = arr
+                row.append(key)
+            table[name] = row
+        h["index_map"] = table
+        return h
+
+    def _blobs(self) -> tuple[dict[str, torch.Tensor], set[str]]:
+        blobs = {f"keep:{i}": torch.from_numpy(k.astype(np.int32)) for i, k in enumerate(self.keep)}
+        blobs.update(self._dedup_blobs)
+        return blobs, set()
+
+    @classmethod
+    def _from_parts(cls, header, blobs, signature):  # type: ignore[no-untyped-def]
+        leaf_sizes = [int(s) for s in header["leaf_sizes"]]
+        keep = [blobs[f"keep:{i}"].to(torch.int64).numpy() for i in range(len(leaf_sizes))]
+        index_map: dict[str, list[torch.Tensor | None]] = {}
+        for name, row in header["index_map"].items():
+            if name not in signature or len(row) != len(signature[name][0]):
+                raise ValueError(f"index map entry {name!r} does not match the signature")
+            index_map[name] = [None if k is None else blobs[k].to(torch.int64) for k in row]
+        return cls(header["strategy"], header["ratio"], header["round"], header["kept_fraction"], signature,
+                   header["width"], keep, leaf_sizes, index_map, tuple(header["example_shape"]),
+                   header["example_dtype"])
+
+
+def _importance(model: nn.Module, an: Analysis) -> list[np.ndarray]:
+    """Squared L2 norm of every unit's weight entries, summed over all coupled weight tensors."""
+    tensors = dict(model.named_parameters())
+    imp = [np.zeros(s, dtype=np.float64) for s in an.leaf_sizes]
+    with torch.no_grad():
+        for name in an.importance_params:
+            p = tensors.get(name)
+            if p is None or p.dim() < 2:
+                continue
+            dims = an.param_dims[name]
+            keep_dims = [d for d, ld in enumerate(dims) if any(i >= 0 for i, _ in ld)]
+            if not keep_dims:
+                continue
+            other = [d for d in range(p.dim()) if d not in keep_dims]
+            w = p.detach().float()
+            # fused square-sum over the dimensions nobody prunes (e.g. conv kernels) first
+            red = torch.linalg.vector_norm(w, dim=other).pow(2) if other else w.pow(2)
+            for j, d in enumerate(keep_dims):
+                rest = [k for k in range(red.dim()) if k != j]
+                v = (red.sum(dim=rest) if rest else red).double().numpy()
+                ld = dims[d]
+                v = v.reshape([s for _, s in ld])
+                for pos, (i, _) in enumerate(ld):
+                    if i >= 0:
+                        axes = tuple(k for k in range(len(ld)) if k != pos)
+                        imp[i] += v.sum(axis=axes) if axes else v
+    return imp
+
+
+def _choose_counts(an: Analysis, signature: Signature, ratio: float) -> tuple[float, list[int], float]:
+    total = param_count(signature)
+    terms = []  # (fixed product, [leaf ids]) per parameter held by the graph
+    for name, dims in an.param_dims.items():
+        if not signature.get(name, ((), False))[1]:
+            continue
+        fixed = 1
+        leaves: list[int] = []
+        for ld in dims:
+            for i, s in ld:
+                if i < 0:
+                    fixed *= s
+                else:
+                    leaves.append(i)
+        terms.append((fixed, leaves))
+    sizes = an.leaf_sizes
+
+    def counts_at(w: float) -> list[int]:
+        return [min(s, max(1, _round_half(w * s))) for s in sizes]
+
+    def frac(c: list[int]) -> float:
+        held = 0
+        for fixed, leaves in terms:
+            n = fixed
+            for i in leaves:
+                n *= c[i]
+            held += n
+        return held / total if total else 1.0
+
+    if ratio >= 1.0:
+        c = list(sizes)
+        return 1.0, c, frac(c)
+    lo, hi = 0.0, 1.0
+    if frac(counts_at(lo)) >= ratio:
+        c = counts_at(lo)
+        return lo, c, frac(c)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if frac(counts_at(mid)) >= ratio:
+            hi = mid
+        else:
+            lo = mid
+    c_lo, c_hi = counts_at(lo), counts_at(hi)
+    f_lo, f_hi = frac(c_lo), frac(c_hi)
+    if abs(f_lo - ratio) < abs(f_hi - ratio):
+        return lo, c_lo, f_lo
+    return hi, c_hi, f_hi
+
+
+def plan_structured(strategy: str, model: nn.Module, ratio: float, *, round: int = 0,
+                    example_input: torch.Tensor | None = None) -> StructuredPlan:
+    example = example_for(model, example_input)
+    an = analysis_for(model, example)
+    signature = model_signature(model)
+    width, counts, kept = _choose_counts(an, signature, ratio)
+    keep: list[np.ndarray] = []
+    if strategy == "fiarse-structured":
+        imp = _importance(model, an)
+        for v, c in zip(imp, counts):
+            order = np.argsort(-v, kind="stable")[:c]
+            keep.append(np.sort(order))
+    elif strategy == "heterofl":
+        keep = [np.arange(c, dtype=np.int64) for c in counts]
+    elif strategy == "fedrolex":
+        keep = [np.sort((round + np.arange(c)) % s) for c, s in zip(counts, an.leaf_sizes)]
+    else:  # pragma: no cover - dispatch guarantees the name
+        raise InvalidInputError(f"unknown structured strategy {strategy!r}")
+    index_map: dict[str, list[torch.Tensor | None]] = {}
+    for name, dims in an.param_dims.items():
+        row = []
+        for ld in dims:
+            idx = dim_indices(ld, keep)
+            row.append(None if idx is None else torch.from_numpy(idx))
+        index_map[name] = row
+    plan = StructuredPlan(strategy, ratio, round, kept, signature, width, keep, an.leaf_sizes, index_map,
+                          tuple(example.shape), str(example.dtype).replace("torch.", ""))
+    return plan
+

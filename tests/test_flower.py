@@ -1,0 +1,531 @@
+"""edge_sdk.flower without a deployment: payload encoding, node work, strategies, and the
+whole ServerApp loop driven through an in-process Grid that hands each message to the
+real ClientApp (timeouts, late joiners, refused updates, error replies)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("flwr", reason="needs the flower extra (flwr >= 1.41)")
+
+from flwr.app import Context, Error, Message, RecordDict  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+
+from edge_sdk import models, submodel  # noqa: E402
+from edge_sdk.errors import InvalidInputError, MissingDependencyError, UnknownNameError  # noqa: E402
+from edge_sdk.flower import make_client_app, run_server  # noqa: E402
+from edge_sdk.flower._errors import FederationError, PayloadError  # noqa: E402
+from edge_sdk.flower.codec import (  # noqa: E402
+    Payload,
+    decode_payload,
+    encode_payload,
+    materialize,
+    payload_tensors,
+    state_bytes,
+)
+from edge_sdk.flower.config import NodeSettings, RunSettings, parse_ladder  # noqa: E402
+from edge_sdk.flower.node import capability_report, local_data  # noqa: E402
+from edge_sdk.flower.server import exchange  # noqa: E402
+from edge_sdk.flower.strategies import STRATEGIES, HeteroStrategy, make_strategy, strategy_names  # noqa: E402
+from edge_sdk.submodel import SubmodelPlan  # noqa: E402
+
+PLAN_STRATEGIES = ("fiarse", "fiarse-structured", "heterofl", "fedrolex")
+PROFILES = {11: "raspberry-pi-5", 22: "raspberry-pi-4", 33: "pynq-z2"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _trained_global(seed: int = 0, **options) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    g = models.create("cnn1d", **options)
+    g.train()
+    with torch.no_grad():
+        g(torch.randn(16, 1, 40))  # non-trivial BatchNorm statistics
+    return g.eval()
+
+
+# ---- payload encoding ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", PLAN_STRATEGIES)
+@pytest.mark.parametrize("ratio", [1.0, 0.25, 1 / 16])
+def test_payload_rebuilds_exactly_the_servers_submodel(strategy, ratio):
+    g = _trained_global()
+    plan = submodel.plan(strategy, g, ratio, round=2)
+    payload = Payload(strategy, 2, "cnn1d", {}, plan, payload_tensors(plan, g))
+    data = encode_payload(payload)
+    assert data.startswith(b"EDGEPAYL") and b"pickle" not in data[:64]
+    got = decode_payload(data)
+    assert set(got.tensors) == set(plan.held_shapes())
+    for name, shape in plan.held_shapes().items():
+        assert tuple(got.tensors[name].shape) == tuple(shape)
+    sub, ref = materialize(got).eval(), plan.extract(g).eval()
+    x = torch.randn(5, 1, 40)
+    with torch.no_grad():
+        assert torch.equal(sub(x), ref(x))
+
+
+def test_payload_carries_no_unheld_values():
+    g = _trained_global()
+    plan = submodel.plan("fiarse", g, 0.25)
+    payload = Payload("fiarse", 0, "cnn1d", {}, plan, payload_tensors(plan, g))
+    sent = {float(v) for t in payload.tensors.values() for v in t.reshape(-1)}
+    name = "features.3.weight"
+    unheld = g.state_dict()[name].reshape(-1)[~plan.masks[name].reshape(-1)]
+    assert unheld.numel() > 0
+    assert not any(float(v) in sent for v in unheld[:200])
+
+
+def test_payload_bytes_follow_the_kept_fraction():
+    g = _trained_global(width=2)
+    full = state_bytes(g)
+    for strategy in PLAN_STRATEGIES:
+        for ratio in (1.0, 0.5, 0.25):
+            plan = submodel.plan(strategy, g, ratio)
+            payload = Payload(strategy, 0, "cnn1d", {"width": 2}, plan, payload_tensors(plan, g))
+            assert payload.tensor_bytes == pytest.approx(plan.kept_fraction * full, rel=0.10), (strategy, ratio)
+
+
+def test_fedavg_payload_is_the_whole_model():
+    g = _trained_global()
+    payload = Payload("fedavg", 0, "cnn1d", {}, None, payload_tensors(None, g))
+    got = materialize(decode_payload(encode_payload(payload)))
+    for name, t in g.state_dict().items():
+        assert torch.equal(got.state_dict()[name], t)
+
+
+@pytest.mark.parametrize("mangle", ["magic", "truncate", "fill"])
+def test_malformed_payload_is_refused(mangle):
+    g = _trained_global()
+    plan = submodel.plan("heterofl", g, 0.5)
+    payload = Payload("heterofl", 0, "cnn1d", {}, plan, payload_tensors(plan, g))
+    data = encode_payload(payload)
+    if mangle == "magic":
+        data = b"NOTEDGE!" + data[8:]
+    elif mangle == "truncate":
+        data = data[: len(data) - 100]
+    else:
+        payload.fill = "bogus"
+        data = encode_payload(payload)
+    with pytest.raises(PayloadError):
+        decode_payload(data)
+
+
+def test_payload_with_wrong_tensors_is_refused():
+    g = _trained_global()
+    plan = submodel.plan("fiarse", g, 0.5)
+    tensors = payload_tensors(plan, g)
+    tensors.pop("fc.bias")
+    with pytest.raises(PayloadError, match="fc.bias"):
+        materialize(Payload("fiarse", 0, "cnn1d", {}, plan, tensors))
+
+
+# ---- settings --------------------------------------------------------------------------------
+
+
+def test_run_settings_parse_and_refuse():
+    s = RunSettings.from_config({"rounds": 4, "ladder": "1/2, 1/8", "model-options": '{"width": 0.5}',
+                                 "export": "false", "round-timeout": 2})
+    assert (s.rounds, s.ladder, s.model_options, s.export, s.round_timeout) == (4, (0.5, 0.125), {"width": 0.5},
+                                                                                   False, 2.0)
+    for bad, key in [({"rounds": 0}, "rounds"), ({"lr": "fast"}, "lr"), ({"ladder": "1,2"}, "ladder"),
+                     ({"model-options": "{"}, "model-options"), ({"momentum": 1.5}, "momentum")]:
+        with pytest.raises(InvalidInputError, match=key):
+            RunSettings.from_config(bad)
+    assert parse_ladder("1/64,1,1/4") == (1.0, 0.25, 1 / 64)
+
+
+def test_node_settings_parse_and_refuse():
+    n = NodeSettings.from_config({"hw-profile": "pynq-z2", "partition-id": 2, "num-partitions": 3})
+    assert (n.hw_profile, n.partition_id) == ("pynq-z2", 2)
+    with pytest.raises(InvalidInputError, match="partition-id"):
+        NodeSettings.from_config({"partition-id": 3, "num-partitions": 3})
+    with pytest.raises(InvalidInputError, match="alpha"):
+        NodeSettings.from_config({"alpha": 0})
+
+
+# ---- node work -------------------------------------------------------------------------------
+
+
+def test_local_partitions_are_disjoint_non_iid_and_cached(tmp_path):
+    parts = [local_data(NodeSettings(partition_id=i, num_partitions=3, cache_dir=str(tmp_path)), "mnist1d")
+             for i in range(3)]
+    rows = [{tuple(np.round(x.numpy().ravel()[:8], 5)) for x in p.train.tensors[0]} for p in parts]
+    assert not rows[0] & rows[1] and not rows[1] & rows[2]
+    assert sum(p.num_train for p in parts) == 4000
+    mixes = np.array([np.array(p.label_counts) / p.num_train for p in parts])
+    assert np.abs(mixes[0] - mixes[1]).sum() > 0.2  # Dirichlet(0.3): clearly different label mixes
+    assert len(list(tmp_path.glob("data-mnist1d-*.npz"))) == 3
+    again = local_data(NodeSettings(partition_id=1, num_partitions=3, cache_dir=str(tmp_path)), "mnist1d")
+    assert torch.equal(again.train.tensors[0], parts[1].train.tensors[0])
+
+
+def test_capability_report_from_profile_and_measured_once(tmp_path, monkeypatch):
+    report, cached = capability_report(NodeSettings(hw_profile="pynq-z2"), "cnn1d")
+    assert report.device.source == "hw:pynq-z2" and not cached
+    calls = []
+    import edge_sdk.profiler as profiler
+
+    def measure(**kw):  # stands for the real device measurement (slow); counts the calls
+        calls.append(kw)
+        return profiler.build_report(model=kw["model"], quick=True, hw="raspberry-pi-4")
+
+    real = profiler.build_report
+    monkeypatch.setattr(profiler, "build_report", lambda **kw: real(**kw) if kw.get("hw") else measure(**kw))
+    settings = NodeSettings(cache_dir=str(tmp_path))
+    first, c1 = capability_report(settings, "cnn1d")
+    second, c2 = capability_report(settings, "cnn1d")
+    assert len(calls) == 1 and (c1, c2) == (False, True)
+    assert second.to_json() == first.to_json()
+
+
+# ---- strategies ------------------------------------------------------------------------------
+
+
+def test_every_rule_is_a_small_class_over_the_shared_base():
+    assert {"fiarse", "fiarse-structured", "heterofl", "fedrolex", "fedra", "fedtsa", "fedavg"} <= set(STRATEGIES)
+    for name, cls in STRATEGIES.items():
+        assert issubclass(cls, HeteroStrategy) and cls.name == name
+    for name in strategy_names(available_only=True):
+        assert make_strategy(RunSettings(strategy=name)).name == name
+    with pytest.raises(UnknownNameError, match="known"):
+        make_strategy(RunSettings(strategy="fedmagic"))
+    for name in set(STRATEGIES) - set(strategy_names(available_only=True)):
+        with pytest.raises(MissingDependencyError, match=name):
+            make_strategy(RunSettings(strategy=name))
+
+
+def test_strategy_shares_one_plan_per_size_and_fedavg_sends_everything():
+    s = make_strategy(RunSettings(strategy="heterofl"))
+    g = s.build_global()
+    plans = s.make_plans(g, {1: 0.5, 2: 0.25, 3: 0.5}, round=1, rng=np.random.default_rng(0))
+    assert plans[1] is plans[3] and plans[1] is not plans[2]
+    assert plans[1].kept_fraction > plans[2].kept_fraction
+    f = make_strategy(RunSettings(strategy="fedavg"))
+    assert all(p is None for p in f.make_plans(g, {1: 0.25}, round=1, rng=np.random.default_rng(0)).values())
+
+
+def test_exchange_stops_waiting_for_suspects_only():
+    class SlowGrid:
+        def __init__(self):
+            self.pulls = 0
+
+        def push_messages(self, msgs):
+            return [f"m{i}" for i, _ in enumerate(msgs)]
+
+        def pull_messages(self, ids):
+            self.pulls += 1
+            return [_Reply("m0")] if "m0" in ids else []
+
+    grid = SlowGrid()
+    replies, missing = exchange(grid, {1: object(), 2: object()}, timeout=0.3, poll=0.01, suspects={2})
+    assert set(replies) == {1} and missing == [2] and grid.pulls == 1
+    grid = SlowGrid()
+    replies, missing = exchange(grid, {1: object(), 2: object()}, timeout=0.3, poll=0.01)
+    assert missing == [2] and grid.pulls > 3  # 2 is not a suspect: waited until the deadline
+
+
+class _Reply:
+    def __init__(self, mid):
+        self.metadata = type("M", (), {"reply_to_message_id": mid})()
+
+
+# ---- the ServerApp loop over an in-process Grid ----------------------------------------------
+
+
+class FakeGrid:
+    """Delivers each pushed message to the real ClientApp with the node's own Context.
+
+    ``silent`` nodes never answer; ``on_push(grid, message)`` runs before delivery (to add
+    nodes mid-run); ``tamper(node, reply)`` may replace a reply.
+    """
+
+    def __init__(self, nodes, run_config, *, silent=(), on_push=None, tamper=None):
+        self.app = make_client_app()
+        self.run_config = dict(run_config)
+        self.contexts = {}
+        self.replies = {}
+        self.silent = set(silent)
+        self.on_push = on_push
+        self.tamper = tamper
+        self.log = []
+        for node, cfg in nodes.items():
+            self.add_node(node, cfg)
+
+    def add_node(self, node, cfg):
+        self.contexts[node] = Context(run_id=1, node_id=node, node_config=dict(cfg), state=RecordDict(),
+                                      run_config=self.run_config)
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def push_messages(self, messages):
+        ids = []
+        for msg in messages:
+            mid = uuid.uuid4().hex
+            msg.metadata.__dict__["_message_id"] = mid
+            node = msg.metadata.dst_node_id
+            self.log.append((node, msg.metadata.message_type, msg.metadata.group_id))
+            if self.on_push:
+                self.on_push(self, msg)
+            if node in self.contexts and node not in self.silent:
+                try:
+                    reply = self.app(msg, self.contexts[node])
+                except Exception as exc:  # what a SuperNode turns into an error reply
+                    reply = Message(Error(code=1, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+                if self.tamper:
+                    reply = self.tamper(node, msg, reply)
+                self.replies[mid] = reply
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, ids):
+        return [self.replies.pop(i) for i in list(ids) if i in self.replies]
+
+
+@pytest.fixture
+def task_identity():
+    """Flower's message constructor reads the task identity a real ServerApp process has."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("node-cache")
+
+
+def _nodes(cache_dir, ids=(11, 22, 33), num=3):
+    return {n: {"hw-profile": PROFILES[n], "partition-id": i, "num-partitions": num, "cache-dir": str(cache_dir)}
+            for i, n in enumerate(ids)}
+
+
+def _config(tmp_path, **over):
+    cfg = {"strategy": "fiarse", "rounds": 2, "local-steps": 2, "ladder": "1/2,1/8,1/32", "out-dir": str(tmp_path),
+           "query-timeout": 5.0, "round-timeout": 5.0, "poll-interval": 0.01, "export": False,
+           "save-models": True, "min-nodes": 1}
+    cfg.update(over)
+    return cfg
+
+
+def _held_union(out_dir, init):
+    held = {k: np.zeros(v.shape, bool) for k, v in init.items()}
+    for f in sorted((out_dir / "plans").glob("*.plan")):
+        plan = SubmodelPlan.from_bytes(f.read_bytes())
+        for name in held:
+            if name in getattr(plan, "masks", {}):
+                held[name] |= plan.masks[name].numpy()
+            elif name in plan.held_shapes():
+                held[name][...] = True
+    return held
+
+
+def test_server_loop_fiarse_sizes_tiers_and_merges_only_held(tmp_path, cache_dir, task_identity):
+    cfg = _config(tmp_path)
+    grid = FakeGrid(_nodes(cache_dir), cfg)
+    summary = run_server(grid, cfg)
+    nodes = summary["nodes"]
+    ratio = {int(n): v["ratio"] for n, v in nodes.items()}
+    assert ratio[11] > ratio[22] > ratio[33]  # pi-5 > pi-4 > pynq-z2
+    assert set(ratio.values()) <= {0.5, 0.125, 0.03125}
+    assert [m[1] for m in grid.log[:3]] == ["query.capability"] * 3
+    for rnd in summary["rounds"]:
+        assert rnd["aggregated"] and rnd["updates"] == 3
+        for n, entry in rnd["nodes"].items():
+            m = entry["metrics"]
+            assert m["trained-fraction"] == pytest.approx(entry["kept_fraction"], abs=1e-9)
+            assert m["trained-fraction"] == pytest.approx(ratio[int(n)], abs=2e-3)
+            assert entry["bytes_sent"] == m["bytes-received"]
+    init = dict(np.load(tmp_path / "global-initial.npz"))
+    final = dict(np.load(tmp_path / "global-round-2.npz"))
+    held = _held_union(tmp_path, init)
+    assert sum(int((~h).sum()) for h in held.values()) > 1000  # nobody holds everything
+    for name in init:
+        changed = init[name] != final[name]
+        assert not (changed & ~held[name]).any(), name
+    assert sum(int((init[n] != final[n]).sum()) for n in init) > 0.5 * sum(int(h.sum()) for h in held.values())
+    ev = summary["evaluations"][-1]
+    assert set(ev["nodes"]) == {"11", "22", "33"}
+    assert all(0.0 <= e["accuracy"] <= 1.0 and e["num-examples"] > 0 for e in ev["nodes"].values())
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["rounds"][1]["round"] == 2 and on_disk["artifacts"] == []
+
+
+def test_silent_node_is_left_out_and_round_goes_on(tmp_path, cache_dir, task_identity):
+    cfg = _config(tmp_path, rounds=1, **{"round-timeout": 0.5})
+    grid = FakeGrid(_nodes(cache_dir), cfg)
+    original = grid.push_messages
+
+    def push(messages):  # node 22 answers the query, then goes silent
+        messages = list(messages)
+        if any(m.metadata.message_type == "train" for m in messages):
+            grid.silent.add(22)
+        return original(messages)
+
+    grid.push_messages = push
+    summary = run_server(grid, cfg)
+    rnd = summary["rounds"][0]
+    assert rnd["aggregated"] and rnd["updates"] == 2 and rnd["missing"] == [22]
+    assert "deadline" in rnd["nodes"]["22"]["left_out"]
+    assert summary["evaluations"][-1]["missing"] == [22]
+
+
+def test_too_few_replies_keep_the_global_model(tmp_path, cache_dir, task_identity):
+    cfg = _config(tmp_path, rounds=1, **{"min-replies": 4})
+    summary = run_server(FakeGrid(_nodes(cache_dir), cfg), cfg)
+    assert not summary["rounds"][0]["aggregated"]
+    init = np.load(tmp_path / "global-initial.npz")
+    final = np.load(tmp_path / "global-round-1.npz")
+    assert all(np.array_equal(init[k], final[k]) for k in init.files)
+
+
+def test_late_joiner_is_queried_and_placed(tmp_path, cache_dir, task_identity):
+    cfg = _config(tmp_path, rounds=2)
+    nodes = _nodes(cache_dir, ids=(11, 22, 33))
+    late = nodes.pop(22)
+
+    def on_push(grid, msg):
+        if msg.metadata.group_id == "round-1" and 22 not in grid.contexts:
+            grid.add_node(22, late)
+
+    summary = run_server(FakeGrid(nodes, cfg, on_push=on_push), cfg)
+    assert summary["nodes"]["22"]["joined_round"] == 2
+    assert summary["rounds"][0]["participants"] == [11, 33]
+    assert summary["rounds"][1]["joined"] == [22] and 22 in summary["rounds"][1]["participants"]
+    assert summary["rounds"][1]["nodes"]["22"]["metrics"]["trained-fraction"] == pytest.approx(
+        summary["nodes"]["22"]["ratio"], abs=2e-3)
+
+
+def test_bad_update_and_error_reply_are_left_out(tmp_path, cache_dir, task_identity):
+    cfg = _config(tmp_path, rounds=1, strategy="heterofl")
+    nodes = _nodes(cache_dir)
+    nodes[33]["alpha"] = 0  # invalid node config: the ClientApp raises -> error reply
+
+    def tamper(node, msg, reply):
+        if node == 22 and msg.metadata.message_type == "train":
+            from edge_sdk.flower.records import STYPE_UPDATE, blob_record, record_blob
+            from edge_sdk.training import Update
+
+            u = Update.from_bytes(record_blob(reply.content, "update", STYPE_UPDATE))
+            u.plan = submodel.plan("heterofl", models.create("cnn1d"), 1.0)  # claims a bigger plan
+            reply.content.array_records["update"] = blob_record(u.to_bytes(), STYPE_UPDATE)
+        return reply
+
+    summary = run_server(FakeGrid(nodes, cfg, tamper=tamper), cfg)
+    assert "33" not in summary["nodes"] and summary["queries"][0]["errors"]["33"].startswith("1:")
+    rnd = summary["rounds"][0]
+    assert rnd["updates"] == 1 and rnd["aggregated"]
+    assert "another plan" in rnd["nodes"]["22"]["left_out"]
+
+
+def test_no_node_at_all_fails_clearly(tmp_path, task_identity):
+    cfg = _config(tmp_path, **{"min-nodes": 2, "wait-timeout": 0.05})
+    with pytest.raises(FederationError, match="min-nodes"):
+        run_server(FakeGrid({}, cfg), cfg)
+
+
+def test_each_tier_is_exported_for_its_target(tmp_path, cache_dir, task_identity):
+    cfg = _config(tmp_path, rounds=1, strategy="fiarse-structured", ladder="1/2,1/8", export=True)
+    summary = run_server(FakeGrid(_nodes(cache_dir, ids=(22, 33), num=2), cfg), cfg)
+    arts = {a["target"]: a for a in summary["artifacts"]}
+    assert set(arts) == {"raspberry-pi-4", "pynq-z2"}
+    pi, fpga = arts["raspberry-pi-4"], arts["pynq-z2"]
+    assert pi["format"] == "int8-onnx" and pi["report"]["integer_only"]
+    assert fpga["format"] == "qonnx" or "error" in fpga
+    for a in summary["artifacts"]:
+        if a.get("path"):
+            assert (tmp_path / "artifacts").joinpath(a["path"].rsplit("/", 1)[-1]).stat().st_size > 0
+    assert pi["params"] > fpga["params"]  # the weaker tier's submodel is physically smaller
+
+
+def test_fedra_sends_frozen_blocks_and_merges_adapters(tmp_path, cache_dir, task_identity):
+    if "fedra" not in strategy_names(available_only=True):
+        pytest.skip("FedRA is not in this build")
+    options = {"in_channels": 1, "img_size": 8, "width": 0.25, "depth": 8}
+    cfg = _config(tmp_path, rounds=1, strategy="fedra", model="mixer_tiny", dataset="digits", ladder="1,1/4,1/16",
+                  **{"model-options": json.dumps(options), "lora-rank": 4})
+    summary = run_server(FakeGrid(_nodes(cache_dir), cfg), cfg)
+    rnd = summary["rounds"][0]
+    assert rnd["aggregated"] and rnd["updates"] == 3
+    sent = {n: e["bytes_sent"] for n, e in rnd["nodes"].items()}
+    assert sent["11"] > sent["22"] > sent["33"]  # fewer blocks, fewer frozen weights sent
+    for e in rnd["nodes"].values():
+        assert 0 < e["metrics"]["trained-fraction"] < e["kept_fraction"]  # adapters + head only
+    init = dict(np.load(tmp_path / "global-initial.npz"))
+    final = dict(np.load(tmp_path / "global-round-1.npz"))
+    changed = {k for k in init if not np.array_equal(init[k], final[k])}
+    assert changed and all(k.endswith(("lora_A", "lora_B")) or k.startswith("head") for k in changed)
+
+
+def test_payload_decodes_in_a_fresh_process(tmp_path):
+    """A SuperNode runs each message in a new process: every plan kind must decode there."""
+    import subprocess
+    import sys
+
+    blobs = []
+    g = _trained_global()
+    plan = submodel.plan("fiarse-structured", g, 0.25)
+    blobs.append(encode_payload(Payload("fiarse-structured", 0, "cnn1d", {}, plan, payload_tensors(plan, g))))
+    if "fedra" in strategy_names(available_only=True):
+        from edge_sdk.flower.config import RunSettings as RS
+        from edge_sdk.flower.strategies import FedRAStrategy
+
+        s = FedRAStrategy(RS(strategy="fedra", model="mixer_tiny",
+                             model_options={"in_channels": 1, "img_size": 8, "width": 0.25, "depth": 2}, lora_rank=2))
+        gm = s.build_global()
+        p = s.make_plans(gm, {1: 0.5}, round=0, rng=np.random.default_rng(0))[1]
+        blobs.append(encode_payload(s.payload(p, gm, round=0)))
+    for i, blob in enumerate(blobs):
+        (tmp_path / f"p{i}.bin").write_bytes(blob)
+    code = ("import sys, pathlib\nfrom edge_sdk.flower.codec import decode_payload, materialize\n"
+            "for f in sorted(pathlib.Path(sys.argv[1]).glob('p*.bin')):\n"
+            "    p = decode_payload(f.read_bytes()); materialize(p); print(p.strategy)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [b for b in ("fiarse-structured", "fedra")][: len(blobs)]
+
+
+def test_node_whose_budget_fits_no_size_is_left_out(tmp_path, cache_dir, task_identity):
+    cfg = _config(tmp_path, rounds=1, export=False)
+    nodes = _nodes(cache_dir)
+    nodes[33]["budget-ms"] = 1e-6  # no submodel trains a step that fast
+    summary = run_server(FakeGrid(nodes, cfg), cfg)
+    assert summary["nodes"]["33"]["ratio"] is None and summary["nodes"]["33"]["max_ratio"] is None
+    assert summary["rounds"][0]["participants"] == [11, 22] and summary["rounds"][0]["aggregated"]
+
+
+def test_non_finite_and_garbage_updates_are_dropped_the_rest_merged(tmp_path, cache_dir, task_identity):
+    cfg = _config(tmp_path, rounds=1, strategy="fiarse")
+    from edge_sdk.flower.records import STYPE_UPDATE, blob_record, record_blob
+    from edge_sdk.training import Update
+
+    def tamper(node, msg, reply):
+        if msg.metadata.message_type != "train":
+            return reply
+        if node == 11:  # NaN weights: only the aggregation rule's own check catches these
+            u = Update.from_bytes(record_blob(reply.content, "update", STYPE_UPDATE))
+            u.tensors["fc.bias"] = torch.full_like(u.tensors["fc.bias"], float("nan"))
+            reply.content.array_records["update"] = blob_record(u.to_bytes(), STYPE_UPDATE)
+        if node == 22:
+            reply.content.array_records["update"] = blob_record(b"EDGEUPDT\xff\xff\xff\xffgarbage", STYPE_UPDATE)
+        return reply
+
+    summary = run_server(FakeGrid(_nodes(cache_dir), cfg, tamper=tamper), cfg)
+    rnd = summary["rounds"][0]
+    assert rnd["aggregated"] and rnd["updates"] == 1
+    assert "NaN" in rnd["nodes"]["11"]["left_out"] and "refused" in rnd["nodes"]["22"]["left_out"]
+    assert "left_out" not in rnd["nodes"]["33"]
+    final = np.load(tmp_path / "global-round-1.npz")
+    assert all(np.isfinite(final[k]).all() for k in final.files)
