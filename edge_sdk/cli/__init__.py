@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -21,6 +22,7 @@ _COMMAND_MODULES = (
     "edge_sdk.cli.profile_cmd",
     "edge_sdk.cli.hw_cmd",
     "edge_sdk.cli.cluster_cmd",
+    "edge_sdk.cli.extract_cmd",
     "edge_sdk.cli.export_cmd",
     "edge_sdk.cli.simulate_cmd",
 )
@@ -62,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"edge-sdk {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our stdout went away (e.g. `| head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

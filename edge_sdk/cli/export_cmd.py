@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--require-integer-only", action="store_true",
                    help="int8-onnx: fail (and write nothing) if any float op is left")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="onnxruntime threads for latency (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of synthetic calibration data (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic calibration data and of a --model's initial weights (default 0)")
     p.add_argument("--out", required=True, metavar="PATH", help="output .onnx file")
     p.add_argument("--json", metavar="PATH|-", help="write the report as JSON to PATH, or to stdout with -")
     p.set_defaults(handler=run)
@@ -86,6 +86,9 @@ def _load_model(args: argparse.Namespace):
         model = load_checkpoint(args.checkpoint)
         label = os.path.basename(args.checkpoint)
     else:
+        import torch
+
+        torch.manual_seed(args.seed)  # the same initial weights as `edge-sdk extract --model NAME --seed S`
         model = models.create(args.model).eval()
         label = args.model
     input_shape = tuple(model.config.input_shape)
