@@ -13,6 +13,7 @@ Methods (same split, same initial model per seed):
 * ``fedtsa stage 1+2 (proxy)``: + mutual learning on the proxy slice;
 * ``fedtsa stage 1+2 (deepinversion)``: + mutual learning on DeepInversion data synthesised
   from the tier models each round (optional: ``--deepinversion``);
+* ``fiarse``: parameter-level FIARSE (hard mask), the paper's method.
 * ``fiarse-structured``: FIARSE's structured variant (its best row in bench_fiarse_table).
 
 The FedTSA runs use tier plans from HeteroFL (nested leftmost channels). Until the simulation
@@ -42,6 +43,7 @@ S1 = "heterofl = fedtsa stage 1"
 S2P = "fedtsa stage 1+2 (proxy)"
 S2D = "fedtsa stage 1+2 (deepinversion)"
 FIA = "fiarse-structured"
+FIP = "fiarse"  # parameter-level FIARSE (hard mask), the paper's method
 
 
 def _init_worker() -> None:
@@ -104,7 +106,7 @@ def _run_one(job: dict) -> dict:
                 return model
 
             aggregation.register_rule("heterofl", rule)  # this worker process only
-        strategy = "fiarse-structured" if job["method"] == FIA else "heterofl"
+        strategy = {FIA: "fiarse-structured", FIP: "fiarse"}.get(job["method"], "heterofl")
         cfg = SimulationConfig(
             strategy=strategy, dataset="mnist1d", model="cnn1d", clients=job["clients"], tiers=TIERS,
             alpha=job["alpha"], rounds=job["rounds"], local_steps=job["local_steps"],
@@ -150,14 +152,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deepinversion", action="store_true", help="also run FedTSA with DeepInversion data")
     ap.add_argument("--di-steps", type=int, default=30)
     ap.add_argument("--di-pool", type=int, default=2, help="distinct synthetic batches per round")
-    ap.add_argument("--no-fiarse", action="store_true", help="skip the fiarse-structured row")
+    ap.add_argument("--no-fiarse", action="store_true", help="skip the fiarse and fiarse-structured rows")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the markdown from an existing result JSON")
     args = ap.parse_args(argv)
+    if args.render:
+        from edge_sdk._io import atomic_write_text
 
-    methods = [S1, S2P] + ([S2D] if args.deepinversion else []) + ([] if args.no_fiarse else [FIA])
+        doc = json.loads(Path(args.render).read_text())
+        atomic_write_text(Path(args.render).with_suffix(".md"), _markdown(doc, doc["setup"]["tiers"]))
+        return 0
+
+    methods = [S1, S2P] + ([S2D] if args.deepinversion else []) + ([] if args.no_fiarse else [FIP, FIA])
     base = {k: getattr(args, k) for k in ("rounds", "local_steps", "batch_size", "lr", "clients", "alpha", "width",
                                           "holdout", "temperature", "distill_steps", "distill_lr",
                                           "distill_batch", "di_steps", "di_pool", "eval_every")}
@@ -218,7 +227,8 @@ def _markdown(doc: dict, tiers: list[str]) -> str:
         f"lr {s['lr']}, SGD momentum 0.9), seeds {s['seeds']}. {s['holdout']} of the 4000 training signals are held "
         "out from every client in every method (so the numbers are not those of bench_fiarse_table); FedTSA's "
         f"proxy set is that slice, unlabeled. Stage 2: {s['distill_steps']} steps of mutual learning per round, "
-        f"batch {s['distill_batch']}, T = {s['temperature']}, SGD lr {s['distill_lr']} momentum 0.9. "
+        f"batch {s['distill_batch']}, T = {s['temperature']}, SGD lr {s['distill_lr']} momentum 0.9; DeepInversion: "
+        f"{s['di_pool']} synthetic batches per round, each {s['di_steps']} Adam steps (lr 0.05) from noise. "
         "Global test accuracy (%) at each size, mean ± sd over seeds; BN statistics recomputed on client data "
         "before evaluation (as in bench_fiarse_table).", "",
         "| method | " + " | ".join(f"size {t}" for t in tiers) + " | average | local | stage 2 s/round | s/run |",

@@ -19,10 +19,19 @@ _LAZY = {
     "ModelProfile": "edge_sdk.profiler",
     "cluster_capabilities": "edge_sdk.clustering",
     "Clustering": "edge_sdk.clustering",
+    "plan": "edge_sdk.submodel",
+    "plan_fedra": "edge_sdk.submodel",
+    "SubmodelPlan": "edge_sdk.submodel",
+    "train_local": "edge_sdk.training",
+    "evaluate": "edge_sdk.training",
+    "Update": "edge_sdk.training",
+    "aggregate": "edge_sdk.aggregation",
+    "run_simulation": "edge_sdk.simulation",
+    "SimulationConfig": "edge_sdk.simulation",
 }
 
 # Subpackages reachable as attributes after a bare ``import edge_sdk``.
-_SUBPACKAGES = ("models", "hw_profiles", "profiler", "clustering")
+_SUBPACKAGES = ("models", "hw_profiles", "profiler", "clustering", "submodel", "aggregation", "export", "server_data")
 
 __all__ = ["__version__", *_LAZY, *_SUBPACKAGES]
 

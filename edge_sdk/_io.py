@@ -28,6 +28,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _mode_for(target))  # mkstemp makes 0600; give what a plain open() would
         os.replace(tmp, target)
     except OSError as exc:
         _remove_quietly(tmp)
@@ -56,6 +57,16 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     if target.exists() and not os.access(target, os.W_OK):
         raise OutputError(f"cannot write {target}: file is not writable")
     return target
+
+
+def _mode_for(target: Path) -> int:
+    """The mode of the file being replaced, or 0666 less the umask for a new file."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _remove_quietly(path: str) -> None:

@@ -473,13 +473,9 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
                 losses.append(loss)
                 weights.append(update.num_samples)
             accs.append(_evaluate(sub, client_test[c])["accuracy"] if len(test_parts[c]) else float("nan"))
-        if config.strategy == "fedtsa":  # the rule with its options (server data, rng)
-            from edge_sdk.aggregation.fedtsa import fedtsa
-
+        if config.strategy == "fedtsa":  # the rule's options: server data, rng
             agg_options["rng"] = np.random.default_rng([config.seed, 1231, r])
-            global_model = fedtsa(global_model, updates, **agg_options)
-        else:
-            global_model = aggregate(global_model, updates, rule)
+        global_model = aggregate(global_model, updates, rule, **agg_options)
         evaluate_now = (r + 1) % config.eval_every == 0 or r + 1 == config.rounds
         global_acc = (
             _global_accuracy(config, global_model, labels, fractions, r, example_input, test_loader, calib_loader)

@@ -22,7 +22,7 @@ def tiny_linear() -> nn.Module:
 
 
 def test_rules_listed():
-    assert RULES == ("fiarse", "fiarse-structured", "heterofl", "fedrolex", "fedra", "fedavg")
+    assert RULES == ("fiarse", "fiarse-structured", "heterofl", "fedrolex", "fedra", "fedavg", "fedtsa")
     with pytest.raises(UnknownNameError, match="fedavg"):
         aggregate(tiny_linear(), [], "fedtsa-not-yet")
 

@@ -216,3 +216,21 @@ def test_report_round_trip_and_schema_checks():
 def test_build_report_rejects_input_shape_of_wrong_rank():
     with pytest.raises(InvalidInputError, match="dimensions"):
         build_report(model="resnet8", input_shape=(3, 32), quick=True)
+
+
+def test_atomic_write_gives_normal_permissions_and_keeps_existing_mode(tmp_path):
+    import os
+    import stat
+
+    from edge_sdk._io import atomic_write_text
+
+    fresh = tmp_path / "new.json"
+    atomic_write_text(fresh, "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask
+    kept = tmp_path / "kept.json"
+    kept.write_text("old")
+    kept.chmod(0o640)
+    atomic_write_text(kept, "new")
+    assert kept.read_text() == "new" and stat.S_IMODE(kept.stat().st_mode) == 0o640

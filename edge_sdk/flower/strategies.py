@@ -226,11 +226,26 @@ class FedRAStrategy(HeteroStrategy):
 
 class FedTSAStrategy(HeteroStrategy):
     """FedTSA: capability clusters, one submodel size per cluster, in-cluster averaging then
-    server-side mutual distillation (needs an ``fedtsa`` aggregation rule in the SDK)."""
+    server-side mutual distillation.
+
+    Not runnable on Flower yet: stage 2 needs server-side data (``edge_sdk.server_data``),
+    which the ServerApp's run config does not carry; without it the rule would silently be
+    stage 1 only. ``edge-sdk simulate --strategy fedtsa`` runs both stages."""
 
     name = "fedtsa"
-    plan_strategy = "fiarse-structured"
+    plan_strategy = "heterofl"
     rule = "fedtsa"
+
+    @classmethod
+    def available(cls) -> bool:
+        return False
+
+    @classmethod
+    def require(cls) -> None:
+        raise InvalidInputError(
+            "strategy 'fedtsa' does not run on Flower yet: its stage 2 needs server-side data, "
+            "which the ServerApp does not take; use `edge-sdk simulate --strategy fedtsa`"
+        )
 
 
 STRATEGIES: dict[str, type[HeteroStrategy]] = {

@@ -8,9 +8,13 @@ from edge_sdk.profiler import microbench
 from edge_sdk.profiler.report import DeviceCapability
 from edge_sdk.profiler.system import read_system_info
 
-# Seconds each microbenchmark runs (fp32 at 1 and at N threads, int8, bandwidth).
+# Seconds each microbenchmark runs (fp32 at 1 thread, int8, bandwidth) ...
 FULL_SECONDS = 1.0
 QUICK_SECONDS = 0.3
+# ... and the fp32 matmul at all threads, which is the capacity score: longer, so that a
+# short burst of other load touches a smaller share of its windows.
+FULL_SCORE_SECONDS = 2.0
+QUICK_SCORE_SECONDS = 0.8
 
 
 def profile_device(
@@ -23,10 +27,13 @@ def profile_device(
     threads = threads or info.effective_cpus
     seconds = QUICK_SECONDS if quick else FULL_SECONDS
     say = progress or (lambda _message: None)
+    score_seconds = QUICK_SCORE_SECONDS if quick else FULL_SCORE_SECONDS
     say("measuring fp32 matmul, 1 thread")
-    gflops_1t = microbench.matmul_gflops(1, seconds=seconds)
-    say(f"measuring fp32 matmul, {threads} threads")
-    gflops = gflops_1t if threads == 1 else microbench.matmul_gflops(threads, seconds=seconds)
+    gflops_1t = microbench.matmul_gflops(1, seconds=score_seconds if threads == 1 else seconds)
+    gflops = gflops_1t
+    if threads > 1:
+        say(f"measuring fp32 matmul, {threads} threads")
+        gflops = microbench.matmul_gflops(threads, seconds=score_seconds)
     say("measuring int8 matmul (onnxruntime)")
     int8 = microbench.int8_matmul_gops(threads, info.arch, seconds=seconds)
     say("measuring memory bandwidth")
