@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from edge_sdk.errors import PlanMismatchError, UpdateRejectedError
-from edge_sdk.submodel._plan import model_signature
+from edge_sdk.submodel._plan import SubmodelPlan, model_signature
 from edge_sdk.training import Update
 
 __all__ = ["validate_updates", "finalize"]
@@ -71,3 +71,17 @@ def finalize(global_model: nn.Module, num: dict[str, torch.Tensor], den: dict[st
             if not target.is_floating_point():
                 new = new.round()
             target.copy_(torch.where(held, new.to(target.dtype), target))
+
+
+def group_by_plan(updates: Sequence[Update]) -> list[tuple[SubmodelPlan, list[Update]]]:
+    """(validated) updates grouped by identical plan (same tier, same round), in first-seen order."""
+    groups: list[tuple[SubmodelPlan, list[Update]]] = []
+    for u in updates:
+        assert u.plan is not None
+        for plan, members in groups:
+            if u.plan is plan or plan.same_as(u.plan):
+                members.append(u)
+                break
+        else:
+            groups.append((u.plan, [u]))
+    return groups

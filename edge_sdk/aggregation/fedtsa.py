@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edge_sdk.aggregation._common import finalize, validate_updates
+from edge_sdk.aggregation._common import finalize, group_by_plan, validate_updates
 from edge_sdk.aggregation.rules import _buffers
 from edge_sdk.errors import InvalidInputError
 from edge_sdk.server_data import RngLike, ServerDataSource, as_generator
@@ -91,15 +91,7 @@ def _check_options(temperature: Any, distill_steps: Any, lr: Any, batch_size: An
 
 def stage1_tier_models(global_model: nn.Module, updates: Sequence[Update]) -> list[TierModel]:
     """Group (validated) updates by plan and average each group sample-weighted into a model."""
-    groups: list[tuple[SubmodelPlan, list[Update]]] = []
-    for u in updates:
-        assert u.plan is not None
-        for plan, members in groups:
-            if u.plan is plan or plan.same_as(u.plan):
-                members.append(u)
-                break
-        else:
-            groups.append((u.plan, [u]))
+    groups = group_by_plan(updates)
     groups.sort(key=lambda g: -g[0].kept_fraction)
     out = []
     with torch.no_grad():

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from edge_sdk.aggregation._common import finalize, validate_updates
-from edge_sdk.submodel._plan import SubmodelPlan
+from edge_sdk.aggregation._common import finalize, group_by_plan, validate_updates
 from edge_sdk.training import Update
 
 __all__ = ["per_element", "fedavg"]
@@ -44,15 +43,7 @@ def per_element(global_model: nn.Module, updates: Sequence[Update], rule: str) -
     state = global_model.state_dict()
     # clients with identical plans (same tier, same round) are summed in submodel space first,
     # so each distinct plan scatters into the global tensors once
-    groups: list[tuple[SubmodelPlan, list[Update]]] = []
-    for u in updates:
-        assert u.plan is not None
-        for plan, members in groups:
-            if u.plan is plan or plan.same_as(u.plan):
-                members.append(u)
-                break
-        else:
-            groups.append((u.plan, [u]))
+    groups = group_by_plan(updates)
     with torch.no_grad():
         for plan, members in groups:
             wsum = float(sum(u.num_samples for u in members))
