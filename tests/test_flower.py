@@ -201,9 +201,13 @@ def test_every_rule_is_a_small_class_over_the_shared_base():
         assert make_strategy(RunSettings(strategy=name)).name == name
     with pytest.raises(UnknownNameError, match="known"):
         make_strategy(RunSettings(strategy="fedmagic"))
-    for name in set(STRATEGIES) - set(strategy_names(available_only=True)):
+    for name in set(STRATEGIES) - set(strategy_names(available_only=True)) - {"fedtsa"}:
         with pytest.raises(MissingDependencyError, match=name):
             make_strategy(RunSettings(strategy=name))
+    # FedTSA's stage 2 needs server-side data the ServerApp does not take: refused, not run as stage 1 only
+    assert "fedtsa" not in strategy_names(available_only=True)
+    with pytest.raises(InvalidInputError, match="fedtsa.*server-side data"):
+        make_strategy(RunSettings(strategy="fedtsa"))
 
 
 def test_strategy_shares_one_plan_per_size_and_fedavg_sends_everything():
