@@ -16,43 +16,13 @@ from edge_sdk import models
 from edge_sdk.errors import InvalidInputError, OutputError, UnsupportedOpError, VerificationError
 from edge_sdk.export import check_integer_only, to_int_onnx
 from edge_sdk.export._onnx_rewrite import pad_stem_channels, rewrite_for_quantization
-
-
-def _digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[:, None]  # (N, 1, 8, 8)
-    return x, d.target.astype(np.int64)
-
-
-def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 6) -> nn.Module:
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    return model.eval()
-
-
-def tiny_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
-    )  # fmt: skip
+from export_helpers import digits as load_digits_xy
+from export_helpers import tiny_cnn, train
 
 
 @pytest.fixture(scope="module")
 def digits():
-    x, y = _digits()
+    x, y = load_digits_xy()
     return x[:1400], y[:1400], x[1400:], y[1400:]
 
 
@@ -60,7 +30,7 @@ def digits():
 def trained_cnn(digits):
     torch.manual_seed(0)
     x, y, _, _ = digits
-    return _train(tiny_cnn(), x, y)
+    return train(tiny_cnn(), x, y)
 
 
 # ------------------------------------------------------------------- integer-only checker

@@ -14,41 +14,19 @@ from torch import nn
 from edge_sdk import hw_profiles, models
 from edge_sdk.errors import HardwareProfileError, InvalidInputError, UnsupportedOpError
 from edge_sdk.export import estimate_fpga, to_qcdq, to_qonnx
-
-
-def tiny_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
-    )  # fmt: skip
+from export_helpers import digits, tiny_cnn, train
 
 
 @pytest.fixture(scope="module")
 def data():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[:, None]
-    return x, d.target.astype(np.int64)
+    return digits()
 
 
 @pytest.fixture(scope="module")
 def trained(data):
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
     x, y = data
-    model = tiny_cnn()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    xt, yt = torch.from_numpy(x[:1200]), torch.from_numpy(y[:1200])
-    for _ in range(6):
-        perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    return model.eval()
+    torch.manual_seed(0)
+    return train(tiny_cnn(), x[:1200], y[:1200])
 
 
 # ----------------------------------------------------------------------- QONNX / QCDQ
