@@ -1,17 +1,21 @@
 """Bytes the Flower ServerApp sends one node per round, against its kept fraction.
 
 Bar (issue 6): bytes sent to a node per round within 10% of kept_fraction x full model
-bytes. For every strategy, model and ladder size this builds the node's payload with the
-ServerApp's own code path (``strategy.make_plans`` -> ``strategy.payload`` ->
-``encode_payload`` -> ``payload_content`` -> ``flwr.app.Message``) and reports:
+bytes (full = every state-dict tensor of the global model, fp32). For every strategy, model
+and ladder size this builds the node's payload with the ServerApp's own code path
+(``strategy.make_plans`` -> ``strategy.payload`` -> ``encode_payload`` ->
+``payload_content`` -> ``flwr.app.Message``) and reports, separately:
 
-* ``tensor``: the tensor data in the payload (what scales with the kept fraction);
-* ``payload``: the whole encoded payload (JSON header, the plan with its masks / channel
-  indices, tensors) - the bytes of the one Flower ``Array`` we send;
+* ``raw tensor``: the tensor values uncompressed (what scales with the kept fraction);
+* ``index``: the plan's own bytes (FIARSE's element masks, bit-packed + zlib; channel
+  indices for the structured strategies);
+* ``values``: the tensor values as sent (payload format 2: byte planes, zlib);
+* ``payload``: the whole encoded payload (header + plan + values) = the one Flower Array;
 * ``message``: every object Flower pushes for that message (record and array framing,
   metadata), i.e. what crosses the wire apart from HTTP framing;
 
-each divided by ``kept_fraction x full`` (full = all state-dict bytes of the global model).
+each divided by ``kept_fraction x full``. It also times encode/decode of the full resnet18
+payload at several zlib levels (the level the codec uses is chosen from that table).
 
 Run: ``python bench/bench_flower.py`` (``--quick``: small models only). Writes
 bench/bench_flower.md and bench/bench_flower.json next to this file.
@@ -37,7 +41,16 @@ sys.path.insert(0, str(HERE))
 from machine import machine_info, machine_markdown  # noqa: E402
 
 from edge_sdk._io import atomic_write_text, check_writable  # noqa: E402
-from edge_sdk.flower.codec import encode_payload, state_bytes  # noqa: E402
+from edge_sdk.flower.codec import (  # noqa: E402
+    PAYLOAD_VERSION,
+    ZLIB_LEVEL,
+    Payload,
+    decode_payload,
+    encode_payload,
+    payload_sizes,
+    payload_tensors,
+    state_bytes,
+)
 from edge_sdk.flower.config import RunSettings  # noqa: E402
 from edge_sdk.flower.server import payload_content  # noqa: E402
 from edge_sdk.flower.strategies import STRATEGIES  # noqa: E402
@@ -46,6 +59,8 @@ LADDER = (1.0, 1 / 4, 1 / 16, 1 / 64)
 LADDER_NAMES = ("1", "1/4", "1/16", "1/64")
 CHANNEL_STRATEGIES = ("fiarse", "fiarse-structured", "heterofl", "fedrolex")
 BAR = 0.10
+LEVELS = (1, 2, 3, 6)
+REPEATS = 3
 
 
 def wire_bytes(message) -> int:
@@ -89,8 +104,10 @@ def bench_case(strategy_name: str, model: str, options: dict) -> list[dict]:
         data = encode_payload(payload)
         build_s = time.perf_counter() - t1
         msg = make_message(payload_content(data, round=1, tier=node - 1, ratio=ratio), node)
+        sizes = payload_sizes(data)
         kept = float(plan.kept_fraction) if plan is not None else 1.0
         ref = kept * full
+        message = wire_bytes(msg)
         rows.append({
             "strategy": strategy_name,
             "model": model,
@@ -102,15 +119,51 @@ def bench_case(strategy_name: str, model: str, options: dict) -> list[dict]:
             "kept_fraction": kept,
             "full_model_bytes": full,
             "tensor_bytes": payload.tensor_bytes,
+            "index_bytes": sizes.plan,
+            "value_bytes": sizes.values,
+            "header_bytes": sizes.header,
             "payload_bytes": len(data),
-            "message_bytes": wire_bytes(msg),
+            "message_bytes": message,
             "tensor_vs_kept": payload.tensor_bytes / ref,
+            "index_vs_kept": sizes.plan / ref,
+            "value_compression": sizes.values / sizes.raw_values if sizes.raw_values else 1.0,
             "payload_vs_kept": len(data) / ref,
-            "message_vs_kept": wire_bytes(msg) / ref,
+            "message_vs_kept": message / ref,
             "payload_build_s": build_s,
             "plans_s": plan_s,
         })
     return rows
+
+
+def _median_time(fn, repeats: int = REPEATS) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
+def level_table(model: str) -> list[dict]:
+    """Encode/decode time and value compression of ``model``'s payloads per zlib level: the
+    full model (FedAvg) and a FIARSE 1/16 share."""
+    settings = RunSettings(strategy="fiarse", model=model)
+    strategy = STRATEGIES["fiarse"](settings)
+    g = global_model(strategy)
+    plan = strategy.make_plans(g, {1: 1 / 16}, round=1, rng=np.random.default_rng(0))[1]
+    cases = [("full model", Payload("fedavg", 1, model, {}, None, payload_tensors(None, g))),
+             ("fiarse 1/16", strategy.payload(plan, g, round=1))]
+    out = []
+    for label, payload in cases:
+        for level in LEVELS:
+            enc_s, data = _median_time(lambda: encode_payload(payload, level=level))
+            dec_s, _ = _median_time(lambda: decode_payload(data))
+            sizes = payload_sizes(data)
+            out.append({"model": model, "payload": label, "level": level, "raw_value_bytes": sizes.raw_values,
+                        "value_bytes": sizes.values, "value_compression": sizes.values / sizes.raw_values,
+                        "encode_s": enc_s, "decode_s": dec_s, "chosen": level == ZLIB_LEVEL})
+        print(f"zlib levels on {model} {label}: done", flush=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,43 +190,70 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_case("fedra", "mixer_tiny", {})
     for r in rows:
         r["tensor_within_bar"] = abs(r["tensor_vs_kept"] - 1.0) <= BAR
-        r["message_within_bar"] = abs(r["message_vs_kept"] - 1.0) <= BAR
+        r["message_within_bar"] = r["message_vs_kept"] <= 1.0 + BAR
+    levels = level_table("resnet8" if args.quick else "resnet18")
     lines = [
         "# Flower: bytes sent to a node per round vs kept fraction x full model",
         "",
         machine_markdown(info),
         "",
         "Bar: bytes sent to a node per round within 10% of kept_fraction x full model bytes "
-        "(full = every state-dict tensor of the global model, fp32). `tensor`: tensor data only; "
-        "`payload`: our encoded payload (header + plan with masks/indices + tensors) = the one Flower "
-        "Array we send; `message`: every object Flower pushes for the message (records, array, "
-        "metadata). Ratios are bytes / (kept x full). Built with the ServerApp's own code path. "
-        "`tensor ok`: tensor bytes within 10% (index overhead apart, as in bench_submodel); "
-        "`message ok`: everything Flower sends within 10%.",
+        "(full = every state-dict tensor of the global model, fp32). Ratios are bytes / (kept x full). "
+        "Built with the ServerApp's own code path, payload format "
+        f"{PAYLOAD_VERSION} (tensor values byte-shuffled and zlib-compressed at level {ZLIB_LEVEL}, lossless).",
         "",
-        "| strategy | model | size | kept fraction | full bytes | tensor | payload | message | tensor/kept | payload/kept | message/kept | tensor ok | message ok |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "* `raw tensor`: the tensor values uncompressed, what scales with the kept fraction; "
+        "`index`: the plan's own bytes (FIARSE's element masks, bit-packed + zlib; channel indices); "
+        "`values`: the tensor values as sent (compressed); `payload`: the whole encoded payload "
+        "(header + index + values) = the one Flower Array we send; `message`: every object Flower "
+        "pushes for the message (records, array, metadata), i.e. what crosses the wire apart from HTTP framing.",
+        "* `raw ok`: raw tensor bytes within +-10% of kept x full (the payload follows the kept fraction; "
+        "uncompressed, index apart, as in bench_submodel). `message ok`: the whole message is at most "
+        "1.10 x kept x full. Compression makes most messages *smaller* than kept x full fp32 bytes; "
+        "that counts as meeting the bar, so read the raw columns for how the payload scales.",
+        "",
+        "| strategy | model | size | kept fraction | full bytes | raw tensor | index | values | payload | message "
+        "| raw/kept | index/kept | values/raw | message/kept | raw ok | message ok |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     yes = {True: "yes", False: "no"}
     for r in rows:
         lines.append(
             f"| {r['strategy']} | {r['model']} | {r['size']} | {r['kept_fraction']:.4f} | {r['full_model_bytes']:,} | "
-            f"{r['tensor_bytes']:,} | {r['payload_bytes']:,} | {r['message_bytes']:,} | {r['tensor_vs_kept']:.3f} | "
-            f"{r['payload_vs_kept']:.3f} | {r['message_vs_kept']:.3f} | {yes[r['tensor_within_bar']]} | "
+            f"{r['tensor_bytes']:,} | {r['index_bytes']:,} | {r['value_bytes']:,} | {r['payload_bytes']:,} | "
+            f"{r['message_bytes']:,} | {r['tensor_vs_kept']:.3f} | {r['index_vs_kept']:.3f} | "
+            f"{r['value_compression']:.3f} | {r['message_vs_kept']:.3f} | {yes[r['tensor_within_bar']]} | "
             f"{yes[r['message_within_bar']]} |")
     lines.append("")
     for model in dict.fromkeys(r["model"] for r in rows):
         sub = [r for r in rows if r["model"] == model]
         t_ok = sum(r["tensor_within_bar"] for r in sub)
         m_ok = sum(r["message_within_bar"] for r in sub)
-        lines.append(f"* {model} ({sub[0]['params']:,} parameters, {sub[0]['buffers']:,} buffer values): tensor bytes "
-                     f"within 10% in {t_ok}/{len(sub)} rows, whole message in {m_ok}/{len(sub)}; worst message/kept "
-                     f"{max(r['message_vs_kept'] for r in sub):.3f} ({max(sub, key=lambda r: r['message_vs_kept'])['strategy']}"
-                     f" at size {max(sub, key=lambda r: r['message_vs_kept'])['size']}).")
+        worst = max(sub, key=lambda r: r["message_vs_kept"])
+        lines.append(f"* {model} ({sub[0]['params']:,} parameters, {sub[0]['buffers']:,} buffer values): raw tensor "
+                     f"bytes within 10% in {t_ok}/{len(sub)} rows, whole message within the bar in {m_ok}/{len(sub)}; "
+                     f"worst message/kept {worst['message_vs_kept']:.3f} ({worst['strategy']} at size {worst['size']}).")
     misses = [r for r in rows if not r["message_within_bar"]]
     if misses:
         lines += ["", "Why rows miss: " + "; ".join(sorted({_why(r) for r in misses})) + "."]
-    doc = {"bench": "flower_bytes", "bar": BAR, "machine": info, "rows": rows,
+    lm = levels[0]["model"]
+    lines += [
+        "",
+        f"## zlib level ({lm}; median of {REPEATS}, 1 thread)",
+        "",
+        "Encode = `encode_payload` (byte shuffle, probe, zlib, container); decode = `decode_payload` "
+        "(inflate, unshuffle, plan). Planes whose probe shows under 5% gain (the low mantissa bytes) "
+        "are stored as is at every level.",
+        "",
+        "| payload | level | raw values | values sent | values/raw | encode s | decode s | used |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in levels:
+        lines.append(f"| {r['payload']} | {r['level']} | {r['raw_value_bytes']:,} | {r['value_bytes']:,} | "
+                     f"{r['value_compression']:.4f} | {r['encode_s']:.3f} | {r['decode_s']:.3f} | "
+                     f"{'yes' if r['chosen'] else ''} |")
+    doc = {"bench": "flower_bytes", "bar": BAR, "payload_version": PAYLOAD_VERSION, "zlib_level": ZLIB_LEVEL,
+           "machine": info, "rows": rows, "zlib_levels": levels,
            "tensor_within_bar": sum(r["tensor_within_bar"] for r in rows),
            "message_within_bar": sum(r["message_within_bar"] for r in rows), "total": len(rows)}
     atomic_write_text(md_path, "\n".join(lines) + "\n")
@@ -186,11 +266,11 @@ def _why(r: dict) -> str:
     if r["tensor_vs_kept"] > 1 + BAR:
         return (f"{r['model']}: the buffers (BatchNorm statistics) every node holds whole are not parameters, so "
                 "not in the kept fraction, and weigh a lot next to a small model's small shares")
-    if r["strategy"] == "fiarse":
-        return ("fiarse: the node must learn which elements it holds; the element masks (bit-packed, zlib) add "
-                "8-15% of the held bytes (their entropy is about that much; lzma would save ~1 point)")
-    return (f"{r['model']}: the plan's JSON header (every tensor name and shape) and channel indices are "
-            "large next to a small model's small shares")
+    if r["strategy"] == "fiarse" and r["index_vs_kept"] > BAR:
+        return (f"{r['model']}: FIARSE's element masks (the node must learn which elements it holds; bit-packed, "
+                "zlib) are large next to a small model's small shares")
+    return (f"{r['model']}: fixed bytes (the JSON header with every tensor name and shape, the plan's header "
+            "and channel indices, Flower's framing) are large next to a small model's small shares")
 
 
 if __name__ == "__main__":

@@ -197,16 +197,17 @@ def test_every_rule_is_a_small_class_over_the_shared_base():
     assert {"fiarse", "fiarse-structured", "heterofl", "fedrolex", "fedra", "fedtsa", "fedavg"} <= set(STRATEGIES)
     for name, cls in STRATEGIES.items():
         assert issubclass(cls, HeteroStrategy) and cls.name == name
+    assert "fedtsa" in strategy_names(available_only=True)
     for name in strategy_names(available_only=True):
-        assert make_strategy(RunSettings(strategy=name)).name == name
+        extra = {"server_data": "mnist1d:64"} if name == "fedtsa" else {}
+        assert make_strategy(RunSettings(strategy=name, **extra)).name == name
     with pytest.raises(UnknownNameError, match="known"):
         make_strategy(RunSettings(strategy="fedmagic"))
-    for name in set(STRATEGIES) - set(strategy_names(available_only=True)) - {"fedtsa"}:
+    for name in set(STRATEGIES) - set(strategy_names(available_only=True)):
         with pytest.raises(MissingDependencyError, match=name):
             make_strategy(RunSettings(strategy=name))
-    # FedTSA's stage 2 needs server-side data the ServerApp does not take: refused, not run as stage 1 only
-    assert "fedtsa" not in strategy_names(available_only=True)
-    with pytest.raises(InvalidInputError, match="fedtsa.*server-side data"):
+    # FedTSA's stage 2 needs server-side data: without server-data it is refused, not run as stage 1 only
+    with pytest.raises(InvalidInputError, match="server-data is empty.*fedtsa.*server-side data"):
         make_strategy(RunSettings(strategy="fedtsa"))
 
 
@@ -533,3 +534,54 @@ def test_non_finite_and_garbage_updates_are_dropped_the_rest_merged(tmp_path, ca
     assert "left_out" not in rnd["nodes"]["33"]
     final = np.load(tmp_path / "global-round-1.npz")
     assert all(np.isfinite(final[k]).all() for k in final.files)
+
+
+def test_fedtsa_runs_both_stages_through_the_server_loop(tmp_path, cache_dir, task_identity):
+    """FedTSA on the ServerApp path: nodes train HeteroFL tiers without the server's samples,
+    the server's stage 2 (mutual learning on ``server-data``) changes the merged model."""
+    import copy
+
+    from edge_sdk.aggregation.fedtsa import fedtsa_aggregate
+    from edge_sdk.flower.strategies import FedTSAStrategy
+
+    class Recording(FedTSAStrategy):
+        def aggregate(self, global_model, updates, *, round=0):
+            self.seen = (copy.deepcopy(global_model), list(updates), round)
+            return super().aggregate(global_model, updates, round=round)
+
+    cfg = _config(tmp_path, rounds=1, strategy="fedtsa", **{"server-data": "mnist1d:200:3", "fedtsa-steps": 6,
+                                                             "fedtsa-batch-size": 32})
+    strategy = Recording(RunSettings.from_config(cfg))
+    assert tuple(strategy.server_data.x.shape) == (200, 1, 40)
+    summary = run_server(FakeGrid(_nodes(cache_dir), cfg), cfg, strategy=strategy)
+    rnd = summary["rounds"][0]
+    assert rnd["aggregated"] and rnd["updates"] == 3
+    agg = rnd["aggregation"]
+    assert agg["stage2"] and agg["distill_steps"] == 6 and len(agg["tiers"]) == 3 and agg["fallback_tiers"] == 0
+    for entry in rnd["nodes"].values():  # nodes hold HeteroFL slices of their tier's size
+        assert entry["metrics"]["trained-fraction"] == pytest.approx(entry["kept_fraction"], abs=1e-9)
+    before, updates, round_ = strategy.seen
+    assert round_ == 1 and {u.plan.strategy for u in updates} == {"heterofl"}
+    final = {k: torch.from_numpy(v) for k, v in np.load(tmp_path / "global-round-1.npz").items()}
+    stage1, _ = fedtsa_aggregate(copy.deepcopy(before), updates, stage2=False)
+    redo, _ = fedtsa_aggregate(copy.deepcopy(before), updates, server_data=strategy.server_data, distill_steps=6,
+                               batch_size=32, rng=np.random.default_rng([0, 1231, 1]))
+    params = {n for n, _ in before.named_parameters()}
+    moved = 0
+    for name, t in stage1.state_dict().items():
+        assert torch.equal(final[name], redo.state_dict()[name]), name  # exactly the configured stage 2
+        if name not in params:
+            assert torch.equal(final[name], t), name  # BatchNorm statistics come from stage 1
+        else:
+            moved += int((final[name] != t).sum())
+    assert moved > 1000  # stage 2 changed the global model beyond stage 1's merge
+    unheld = 0
+    for name, t in before.state_dict().items():  # elements no tier holds keep their value
+        den = torch.zeros(t.shape, dtype=torch.float64)
+        for u in updates:
+            shape = u.plan.held_shapes().get(name)
+            if shape is not None:
+                u.plan.scatter_add(name, torch.ones(shape), t.double(), torch.zeros_like(den), den, 1.0)
+        assert torch.equal(final[name][den == 0], t[den == 0]), name
+        unheld += int((den == 0).sum())
+    assert unheld > 1000  # the largest tier holds 1/2: much is unheld

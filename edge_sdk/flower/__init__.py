@@ -7,8 +7,9 @@
   partition and returns the ``Update``, and whose ``evaluate`` handler reports the
   submodel's accuracy on local data.
 * :func:`make_server_app` — a ``ServerApp`` running :func:`run_server`: query, cluster,
-  size, send per-node payloads, merge with the rule's strategy class, evaluate, export each
-  tier, write ``summary.json``.
+  size, send per-node payloads (values losslessly compressed), merge with the rule's strategy
+  class (FedTSA's stage 2 on the run config's ``server-data``), evaluate, export each tier,
+  write ``summary.json``.
 
 Only :mod:`edge_sdk.flower.client`, :mod:`~edge_sdk.flower.server` and
 :mod:`~edge_sdk.flower.records` import Flower; the rest of the SDK never does.
@@ -29,12 +30,16 @@ _LAZY = {
     "Payload": "edge_sdk.flower.codec",
     "encode_payload": "edge_sdk.flower.codec",
     "decode_payload": "edge_sdk.flower.codec",
+    "payload_sizes": "edge_sdk.flower.codec",
+    "ServerDataSpec": "edge_sdk.flower.config",
+    "load_server_data": "edge_sdk.flower.serverdata",
     "materialize": "edge_sdk.flower.codec",
     "STRATEGIES": "edge_sdk.flower.strategies",
     "HeteroStrategy": "edge_sdk.flower.strategies",
     "make_strategy": "edge_sdk.flower.strategies",
     "strategy_names": "edge_sdk.flower.strategies",
     "PayloadError": "edge_sdk.flower._errors",
+    "PayloadVersionError": "edge_sdk.flower._errors",
     "FederationError": "edge_sdk.flower._errors",
 }
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from edge_sdk.errors import EdgeSDKError, SchemaError
+from edge_sdk.errors import EdgeSDKError, SchemaError, SchemaVersionError
 
-__all__ = ["PayloadError", "FederationError"]
+__all__ = ["PayloadError", "PayloadVersionError", "FederationError"]
 
 
 class PayloadError(SchemaError):
@@ -13,3 +13,7 @@ class PayloadError(SchemaError):
 
 class FederationError(EdgeSDKError):
     """A federated run cannot go on (e.g. too few nodes connected or answering)."""
+
+
+class PayloadVersionError(PayloadError, SchemaVersionError):
+    """A payload was written in a format version this release cannot read."""

@@ -17,9 +17,67 @@ from typing import Any, Mapping
 
 from edge_sdk.errors import InvalidInputError
 
-__all__ = ["RunSettings", "NodeSettings", "parse_ladder", "DEFAULT_LADDER"]
+__all__ = ["RunSettings", "NodeSettings", "ServerDataSpec", "parse_ladder", "parse_server_data", "DEFAULT_LADDER"]
 
 DEFAULT_LADDER = "1,1/4,1/16,1/64"
+SERVER_DATA_FORMS = ("'<dataset>:<size>[:<seed>]' with dataset one of {names} (e.g. 'mnist1d:512'), "
+                     "or a path to a .npz file holding a float array 'x'")
+
+
+@dataclass(frozen=True)
+class ServerDataSpec:
+    """FedTSA's stage-2 server data, as named by run config ``server-data``.
+
+    ``kind="builtin"``: ``size`` training samples of ``edge_sdk.datasets.load(dataset,
+    seed=seed)`` held out for the server (the same draw as the simulation's proxy slice); every
+    node drops those samples from its data before its partition is cut, so no node trains or
+    evaluates on them. ``kind="npz"``: the array ``x`` of the .npz file at ``path`` (a ``y``
+    array, if present, is ignored: stage 2 uses no labels).
+    """
+
+    text: str
+    kind: str
+    dataset: str = ""
+    size: int = 0
+    seed: int = 0
+    path: str = ""
+
+
+def _server_data_error(value: Any, why: str) -> InvalidInputError:
+    from edge_sdk import datasets
+
+    forms = SERVER_DATA_FORMS.format(names=", ".join(datasets.names()))
+    return InvalidInputError(f"config server-data={value!r} is not accepted ({why}); expected {forms}")
+
+
+def parse_server_data(value: Any) -> ServerDataSpec | None:
+    """``"mnist1d:512"`` / ``"digits:300:1"`` / ``"/data/proxy.npz"`` -> a spec; ``""`` -> None.
+
+    Only the form is checked here (nodes parse the run config too, and the file lives on the
+    server); :func:`edge_sdk.flower.serverdata.load_server_data` opens it.
+    """
+    from edge_sdk import datasets
+
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise _server_data_error(value, "not a string")
+    text = value.strip()
+    if not text:
+        return None
+    if text.lower().endswith(".npz"):
+        return ServerDataSpec(text, "npz", path=text)
+    parts = [p.strip() for p in text.split(":")]
+    name = parts[0].lower()
+    if name not in datasets.names() or len(parts) not in (2, 3):
+        why = f"unknown data set {parts[0]!r}" if name not in datasets.names() else "expected a size after the name"
+        raise _server_data_error(value, why)
+    try:
+        size = int(parts[1])
+        seed = int(parts[2]) if len(parts) == 3 else 0
+    except ValueError:
+        raise _server_data_error(value, "size and seed must be integers") from None
+    if size < 1 or seed < 0:
+        raise _server_data_error(value, "size must be >= 1 and seed >= 0")
+    return ServerDataSpec(text, "builtin", dataset=name, size=size, seed=seed)
 
 
 def parse_ladder(text: str | Any) -> tuple[float, ...]:
@@ -82,6 +140,9 @@ class RunSettings:
     ``wait-timeout``) before the first query. ``min-replies``: updates a round needs to be
     aggregated (fewer: the global model is kept and the run goes on). ``out-dir``: where the
     run summary and exported artifacts go (empty: ``~/.cache/edge-sdk/flower/run-<id>``).
+    ``server-data`` (FedTSA only, required there): its stage-2 data, ``"<dataset>:<size>[:<seed>]"``
+    or a .npz path (see :class:`ServerDataSpec`); ``fedtsa-steps`` / ``-temperature`` / ``-lr`` /
+    ``-batch-size``: the mutual-learning options of the fedtsa rule.
     """
 
     strategy: str = "fiarse"
@@ -109,6 +170,20 @@ class RunSettings:
     export_samples: int = 64
     out_dir: str = ""
     save_models: bool = False
+    server_data: str = ""  # fedtsa: its stage-2 data (see ServerDataSpec)
+    fedtsa_steps: int = 20  # fedtsa: mutual-learning steps per round
+    fedtsa_temperature: float = 3.0
+    fedtsa_lr: float = 0.01
+    fedtsa_batch_size: int = 64
+
+    def server_data_spec(self) -> ServerDataSpec | None:
+        """The parsed ``server-data`` (None when empty)."""
+        return parse_server_data(self.server_data)
+
+    def server_holdout(self) -> ServerDataSpec | None:
+        """The built-in samples every node must leave out (only when FedTSA uses them)."""
+        spec = self.server_data_spec() if self.strategy == "fedtsa" else None
+        return spec if spec is not None and spec.kind == "builtin" else None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> RunSettings:
@@ -150,9 +225,20 @@ class RunSettings:
             export_samples=_get(cfg, "export-samples", d.export_samples, int, minimum=1),
             out_dir=_get(cfg, "out-dir", d.out_dir, str),
             save_models=_get(cfg, "save-models", d.save_models, bool),
+            server_data=_get(cfg, "server-data", d.server_data, str),
+            fedtsa_steps=_get(cfg, "fedtsa-steps", d.fedtsa_steps, int, minimum=1),
+            fedtsa_temperature=_get(cfg, "fedtsa-temperature", d.fedtsa_temperature, float),
+            fedtsa_lr=_get(cfg, "fedtsa-lr", d.fedtsa_lr, float),
+            fedtsa_batch_size=_get(cfg, "fedtsa-batch-size", d.fedtsa_batch_size, int, minimum=1),
         )
         if s.momentum >= 1:
             raise InvalidInputError(f"config momentum={s.momentum!r} is not accepted; expected 0 <= momentum < 1")
+        for key, value in (("fedtsa-temperature", s.fedtsa_temperature), ("fedtsa-lr", s.fedtsa_lr)):
+            if not value > 0:
+                raise InvalidInputError(f"config {key}={value!r} is not accepted; expected a number > 0")
+        if "server-data" in cfg and not isinstance(cfg["server-data"], str):
+            raise _server_data_error(cfg["server-data"], "not a string")
+        s.server_data_spec()  # checks the form
         return s
 
     def to_dict(self) -> dict[str, Any]:

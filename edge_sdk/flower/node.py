@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from edge_sdk._io import atomic_write_bytes, atomic_write_text
 from edge_sdk.errors import InvalidInputError, SchemaError
 from edge_sdk.flower.codec import Payload, held_param_count, materialize
-from edge_sdk.flower.config import NodeSettings, RunSettings
+from edge_sdk.flower.config import NodeSettings, RunSettings, ServerDataSpec
 from edge_sdk.profiler import CapabilityReport
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,19 @@ class LocalData:
         return len(self.train)
 
 
-def local_data(settings: NodeSettings, run_dataset: str) -> LocalData:
+def local_data(settings: NodeSettings, run_dataset: str, holdout: ServerDataSpec | None = None) -> LocalData:
     """The node's partition: Dirichlet(alpha) split of the train set over ``num-partitions``
     (the same split on every node for the same seed), and test data with the same label mix.
-    Cached in ``cache-dir``."""
+    ``holdout``: FedTSA's built-in server data (``RunSettings.server_holdout()``), whose
+    samples are removed from this data set first. Cached in ``cache-dir``."""
     name = settings.dataset or run_dataset
+    if holdout is not None and holdout.dataset != name:
+        holdout = None  # the server's samples come from another data set: nothing to remove
     folder = settings.cache_path()
-    path = folder / (f"data-{name}-{_key(name, settings.seed, settings.alpha, settings.num_partitions, settings.partition_id)}.npz")
+    parts = [name, settings.seed, settings.alpha, settings.num_partitions, settings.partition_id]
+    if holdout is not None:
+        parts.append(["server-holdout", holdout.dataset, holdout.size, holdout.seed])
+    path = folder / f"data-{name}-{_key(*parts)}.npz"
     arrays = None
     if path.is_file():
         try:
@@ -91,7 +97,7 @@ def local_data(settings: NodeSettings, run_dataset: str) -> LocalData:
         except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring unreadable cached partition %s: %s", path, exc)
     if arrays is None:
-        arrays = _make_partition(settings, name)
+        arrays = _make_partition(settings, name, holdout)
         try:
             import io
 
@@ -108,10 +114,20 @@ def local_data(settings: NodeSettings, run_dataset: str) -> LocalData:
     return LocalData(TensorDataset(x_tr, y_tr), TensorDataset(x_te, y_te), k, counts)
 
 
-def _make_partition(settings: NodeSettings, name: str) -> dict[str, np.ndarray]:
+def _make_partition(settings: NodeSettings, name: str,
+                    holdout: ServerDataSpec | None = None) -> dict[str, np.ndarray]:
     from edge_sdk import datasets
 
     data = datasets.load(name, seed=settings.seed)
+    if holdout is not None:  # as the simulation does: the server's samples go before the split
+        from edge_sdk.flower.serverdata import drop_held_out, held_out_samples
+
+        held = held_out_samples(holdout)
+        n_train, n_test = len(data.train), len(data.test)
+        data.train = TensorDataset(*drop_held_out(*data.train.tensors, held))
+        data.test = TensorDataset(*drop_held_out(*data.test.tensors, held))
+        log.info("left out %d train and %d test samples the server holds (%s)", n_train - len(data.train),
+                 n_test - len(data.test), holdout.text)
     rng = np.random.default_rng([settings.seed, 1777])
     parts = datasets.dirichlet_split(data.train_labels, settings.num_partitions, settings.alpha, rng)
     test_parts = datasets.split_like(data.test_labels, data.train_labels, parts, np.random.default_rng([settings.seed, 1778]))

@@ -25,7 +25,7 @@ from edge_sdk._io import atomic_write_bytes, atomic_write_text, check_writable
 from edge_sdk.errors import EdgeSDKError, OutputError, UpdateRejectedError
 from edge_sdk.flower._errors import FederationError
 from edge_sdk.flower._flwr import require_flwr
-from edge_sdk.flower.codec import encode_payload, state_bytes
+from edge_sdk.flower.codec import encode_payload, payload_sizes, state_bytes
 from edge_sdk.flower.config import RunSettings
 from edge_sdk.flower.fleet import Fleet, NodeRecord
 from edge_sdk.flower.records import (
@@ -124,6 +124,9 @@ class ServerRun:
         self.settings = settings
         self.run_id = run_id
         self.strategy = strategy or make_strategy(settings)
+        if settings.server_data and self.strategy.name != "fedtsa":
+            log.warning("config server-data=%r is ignored: only strategy fedtsa uses server-side data",
+                        settings.server_data)
         self.fleet = Fleet(settings.ladder)
         self.out_dir = settings.output_dir(run_id)
         self.rng = np.random.default_rng([settings.seed, 90210])
@@ -233,14 +236,15 @@ class ServerRun:
     # -- rounds ----------------------------------------------------------------------------
     def _payload_messages(self, plans: Mapping[int, Any], round: int, message_type: str,
                           group: str, timeout: float) -> tuple[dict[int, Any], dict[int, dict[str, Any]]]:
-        blobs: dict[int, tuple[bytes, int]] = {}
+        blobs: dict[int, tuple[bytes, int, Any]] = {}
         msgs, info = {}, {}
         for node, plan in plans.items():
             key = id(plan)
             if key not in blobs:
                 payload = self.strategy.payload(plan, self.global_model, round=round)
-                blobs[key] = (encode_payload(payload), payload.tensor_bytes)
-            data, tensor_bytes = blobs[key]
+                data = encode_payload(payload)
+                blobs[key] = (data, payload.tensor_bytes, payload_sizes(data))
+            data, tensor_bytes, sizes = blobs[key]
             rec = self.fleet.nodes[node]
             content = payload_content(data, round=round, tier=int(rec.tier or 0), ratio=float(rec.ratio or 1.0))
             msgs[node] = _message(content, node, message_type, group, _ttl(timeout))
@@ -248,6 +252,7 @@ class ServerRun:
             info[node] = {
                 "tier": rec.tier, "ratio": rec.ratio, "kept_fraction": kept,
                 "bytes_sent": len(data), "tensor_bytes_sent": tensor_bytes,
+                "value_bytes_sent": sizes.values, "index_bytes_sent": sizes.plan,
                 "full_model_bytes": self.full_bytes,
                 "bytes_vs_kept": len(data) / (kept * self.full_bytes) if kept > 0 else None,
                 "tensor_bytes_vs_kept": tensor_bytes / (kept * self.full_bytes) if kept > 0 else None,
@@ -303,13 +308,16 @@ class ServerRun:
         aggregated = False
         if len(updates) >= s.min_replies:
             try:  # the rule validates every update before it writes anything
-                self.global_model = self.strategy.aggregate(self.global_model, updates)
+                self.global_model = self.strategy.aggregate(self.global_model, updates, round=round)
                 aggregated = True
             except UpdateRejectedError:
                 updates, used = self._drop_rejected(updates, used, record, round)
                 if len(updates) >= s.min_replies:
-                    self.global_model = self.strategy.aggregate(self.global_model, updates)
+                    self.global_model = self.strategy.aggregate(self.global_model, updates, round=round)
                     aggregated = True
+            if aggregated and self.strategy.last_aggregation is not None:
+                record["aggregation"] = self.strategy.last_aggregation
+                self._log_aggregation(round, self.strategy.last_aggregation)
         if not aggregated:
             log.warning("round %d: %d update(s), min-replies is %d; the global model is kept", round,
                         len(updates), s.min_replies)
@@ -325,6 +333,15 @@ class ServerRun:
         log.info("round %d: %d/%d updates merged (%s), %.1f s", round, len(updates), len(participants),
                  "aggregated" if aggregated else "kept", record["seconds"])
         return record
+
+    def _log_aggregation(self, round: int, info: Mapping[str, Any]) -> None:
+        if "stage2" in info:  # FedTSA's report
+            if info["stage2"]:
+                log.info("round %d: fedtsa stage 2: %d mutual-learning steps over %d tier models, KL %.4g -> %.4g, "
+                         "%.2f s", round, info["distill_steps"], len(info["tiers"]), info["kl_first"],
+                         info["kl_last"], info["stage2_seconds"])
+            else:
+                log.info("round %d: fedtsa stage 2 skipped (%d tier model(s) this round)", round, len(info["tiers"]))
 
     def _check_update(self, update: Any, plan: Any, node: int) -> None:
         if update.strategy != (plan.strategy if plan is not None else "fedavg"):

@@ -113,7 +113,10 @@ class HeteroStrategy:
                        payload_tensors(plan, global_model, self.fill), dict(meta or {}), self.fill)
 
     # ---- merge --------------------------------------------------------------------------
-    def aggregate(self, global_model: nn.Module, updates: Sequence[Any]) -> nn.Module:
+    last_aggregation: dict[str, Any] | None = None  # what the last merge did, for rules that say
+
+    def aggregate(self, global_model: nn.Module, updates: Sequence[Any], *, round: int = 0) -> nn.Module:
+        """Merge ``updates`` (of round ``round``) into ``global_model``."""
         from edge_sdk.aggregation import aggregate
 
         return aggregate(global_model, list(updates), self.rule)
@@ -225,12 +228,11 @@ class FedRAStrategy(HeteroStrategy):
 
 
 class FedTSAStrategy(HeteroStrategy):
-    """FedTSA: capability clusters, one submodel size per cluster, in-cluster averaging then
-    server-side mutual distillation.
-
-    Not runnable on Flower yet: stage 2 needs server-side data (``edge_sdk.server_data``),
-    which the ServerApp's run config does not carry; without it the rule would silently be
-    stage 1 only. ``edge-sdk simulate --strategy fedtsa`` runs both stages."""
+    """FedTSA: capability clusters, one submodel size per cluster (HeteroFL's nested
+    submodels), in-cluster averaging, then server-side mutual distillation between the tier
+    models on the data named by run config ``server-data`` (required: without it the rule
+    would silently be stage 1 only). Options: ``fedtsa-steps``, ``fedtsa-temperature``,
+    ``fedtsa-lr``, ``fedtsa-batch-size``."""
 
     name = "fedtsa"
     plan_strategy = "heterofl"
@@ -238,14 +240,41 @@ class FedTSAStrategy(HeteroStrategy):
 
     @classmethod
     def available(cls) -> bool:
-        return False
+        return all(_has_module(m) for m in ("edge_sdk.server_data", "edge_sdk.aggregation.fedtsa")) \
+            and super().available()
 
-    @classmethod
-    def require(cls) -> None:
-        raise InvalidInputError(
-            "strategy 'fedtsa' does not run on Flower yet: its stage 2 needs server-side data, "
-            "which the ServerApp does not take; use `edge-sdk simulate --strategy fedtsa`"
-        )
+    def __init__(self, settings: RunSettings) -> None:
+        super().__init__(settings)
+        from edge_sdk import datasets
+        from edge_sdk.flower.config import SERVER_DATA_FORMS
+        from edge_sdk.flower.serverdata import load_server_data
+
+        spec = settings.server_data_spec()
+        if spec is None:
+            forms = SERVER_DATA_FORMS.format(names=", ".join(datasets.names()))
+            raise InvalidInputError("config server-data is empty; strategy 'fedtsa' needs server-side data for its "
+                                    f"stage 2 (mutual learning between the tier models): expected {forms}")
+        self.server_spec = spec
+        self.server_data = load_server_data(spec)
+
+    def prepare_global(self, model: nn.Module) -> nn.Module:
+        from edge_sdk.flower.serverdata import check_server_data
+
+        check_server_data(self.server_spec, self.server_data.x, model, self.settings.model)
+        return model
+
+    def aggregate(self, global_model: nn.Module, updates: Sequence[Any], *, round: int = 0) -> nn.Module:
+        import dataclasses
+
+        from edge_sdk.aggregation.fedtsa import fedtsa_aggregate
+
+        s = self.settings
+        model, report = fedtsa_aggregate(
+            global_model, list(updates), server_data=self.server_data, temperature=float(s.fedtsa_temperature),
+            distill_steps=int(s.fedtsa_steps), lr=float(s.fedtsa_lr), batch_size=int(s.fedtsa_batch_size),
+            rng=np.random.default_rng([s.seed, 1231, int(round)]))
+        self.last_aggregation = dataclasses.asdict(report)
+        return model
 
 
 STRATEGIES: dict[str, type[HeteroStrategy]] = {
