@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from edge_sdk.errors import InvalidInputError, PlanMismatchError, SchemaError, UnknownNameError
 from edge_sdk.submodel import STRATEGIES, FiarseSubmodel, SubmodelPlan, plan
-from edge_sdk.submodel.fiarse import maskable_names
+from edge_sdk.submodel.fiarse import _kth_largest, _kth_largest_exact, maskable_names
 
 
 def small_cnn(seed: int = 0) -> nn.Module:
@@ -135,3 +136,24 @@ def test_fiarse_holds_the_top_magnitudes(dtype):
         unheld = torch.cat([params[n].detach().abs().reshape(-1)[~p.masks[n].reshape(-1)] for n in names])
         assert held.min() >= unheld.max()
         assert p.thresholds[names[0]] == pytest.approx(float(held.min()))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["normal", "ties", "zeros"])
+def test_fiarse_threshold_sampled_band_equals_exact_selection(dtype, kind, caplog):
+    """The fast path (sampled band) must give the exact k-th largest, ties and all."""
+    caplog.set_level("DEBUG", logger="edge_sdk.submodel.fiarse")
+    rng = np.random.default_rng(1)
+    sizes = (300_000, 7, 120_000, 0, 1)
+    arrays = [np.abs(rng.standard_normal(s)).astype(dtype) for s in sizes]
+    if kind == "ties":  # few distinct values: every band boundary is a tie
+        arrays = [np.round(a * 4) / 4 for a in arrays]
+    elif kind == "zeros":  # most values zero, as in pruned or zero-initialised tensors
+        arrays = [np.where(rng.random(a.size) < 0.9, 0, a).astype(dtype) for a in arrays]
+    merged = np.sort(np.concatenate(arrays))[::-1]
+    n = merged.size
+    for k in (1, 2, n // 64, n // 16, n // 4, n // 2, n - 1, n):
+        assert _kth_largest(arrays, k) == merged[k - 1], (kind, k)
+        assert _kth_largest_exact(arrays, k) == merged[k - 1], (kind, k)
+    if kind == "normal":  # distinct values: the band never misses, the fast path answered
+        assert "band missed" not in caplog.text
