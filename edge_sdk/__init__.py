@@ -5,8 +5,7 @@ The public names are imported lazily so that ``import edge_sdk`` stays cheap on 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edge_sdk._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -36,18 +35,4 @@ _SUBPACKAGES = ("models", "hw_profiles", "profiler", "clustering", "submodel", "
 __all__ = ["__version__", *_LAZY, *_SUBPACKAGES]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBPACKAGES:
-        value = importlib.import_module(f"edge_sdk.{name}")
-        globals()[name] = value
-        return value
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edge_sdk' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("edge_sdk", _LAZY, globals(), _SUBPACKAGES)

@@ -17,8 +17,7 @@ Only :mod:`edge_sdk.flower.client`, :mod:`~edge_sdk.flower.server` and
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edge_sdk._lazy import lazy_exports
 
 _LAZY = {
     "make_client_app": "edge_sdk.flower.client",
@@ -46,14 +45,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edge_sdk.flower' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("edge_sdk.flower", _LAZY, globals())
