@@ -6,6 +6,10 @@ Trains resnet8 on scikit-learn digits upscaled to 32x32 (1 channel) and cnn1d on
 * ``to_int_onnx`` (QOperator, per-channel int8 weights, uint8 activations on x86): integer-only,
   file <= 0.3x the fp32 ONNX, accuracy drop <= 1 point, onnxruntime latency <= 0.5x fp32 at
   one thread (batch 1, and batch 64 throughput reported beside it);
+* where the batch-1 time goes: the fixed cost of a call (a one-node graph called the same
+  way), the graphs' time above it, the int8 graph without the layout rewrites, the old
+  calling method (``session.run`` with numpy), onnxruntime's per-node profile, and the
+  latency ratio by batch size (dynamic-batch graphs) with the smallest batch meeting 0.5x;
 * onnxruntime ``quantize_static`` at its defaults (QDQ, int8 activations, per-tensor) side by
   side: its latency ratio, accuracy and integer-only status;
 * QONNX at W4A4 and W8A8 (Brevitas PTQ) against the Brevitas model, executed with qonnx;
@@ -118,17 +122,60 @@ def ort_defaults(model: nn.Module, calib: np.ndarray, x: np.ndarray, y: np.ndarr
     }
 
 
-def throughput(model: nn.Module, calib: np.ndarray, x: np.ndarray, tmp: str, batch: int = 64) -> dict:
-    """Our int8 graph exported with a dynamic batch, timed at ``batch`` against fp32."""
+BATCHES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def batch_sweep(model: nn.Module, calib: np.ndarray, x: np.ndarray, tmp: str, quick: bool) -> list[dict]:
+    """Our int8 graph exported with a dynamic batch, timed against fp32 at each batch size."""
     from edge_sdk.export import _ort, to_int_onnx
     from edge_sdk.export._torch_onnx import export_float_onnx
 
     path, fp32 = os.path.join(tmp, "dyn.onnx"), os.path.join(tmp, "dyn_fp32.onnx")
     to_int_onnx(model, calib, path, batch_size=None, measure_latency=False)
     export_float_onnx(model, torch.from_numpy(calib[:1]), fp32, dynamic_batch=True)
-    lat_q, lat_f = _ort.paired_latency_ms([_ort.make_session(path, 1), _ort.make_session(fp32, 1)],
-                                          x[:batch], batch=batch, min_seconds=1.0)
-    return {"batch": batch, "latency_ms": lat_q, "latency_ms_fp32": lat_f, "latency_ratio": lat_q / lat_f}
+    sessions = [_ort.make_session(path, 1), _ort.make_session(fp32, 1)]
+    out = []
+    for batch in BATCHES:
+        lat_q, lat_f = _ort.paired_latency_ms(sessions, x[:batch], batch=batch,
+                                              min_seconds=0.3 if quick else 1.0)
+        out.append({"batch": batch, "latency_ms": lat_q, "latency_ms_fp32": lat_f, "latency_ratio": lat_q / lat_f})
+    return out
+
+
+def batch1_detail(model: nn.Module, calib: np.ndarray, x: np.ndarray, int8_path: str, tmp: str,
+                  quick: bool) -> dict:
+    """Where the batch-1 time goes, int8 (ours) against fp32, both called the same way."""
+    import onnx
+
+    from edge_sdk.export import _ort, to_int_onnx
+    from edge_sdk.export._compact import compact_model
+    from edge_sdk.export._torch_onnx import export_float_onnx
+
+    fp32 = os.path.join(tmp, "b1_fp32.onnx")
+    export_float_onnx(model, torch.from_numpy(calib[:1]), fp32)
+    onnx.save(compact_model(onnx.load(fp32)), fp32)  # the baseline to_int_onnx times
+    plain = os.path.join(tmp, "b1_no_layout.onnx")
+    to_int_onnx(model, calib, plain, measure_latency=False, layout_rewrites=False)
+    seconds = 0.5 if quick else 2.0
+    s_q, s_f, s_plain = (_ort.make_session(p, 1) for p in (int8_path, fp32, plain))
+    out: dict = {"methods": {}}
+    for method in _ort.LATENCY_METHODS:
+        q, f, plain_q, floor = _ort.call_floor_ms([s_q, s_f, s_plain], x[:1], method=method, min_seconds=seconds)
+        out["methods"][method] = {
+            "int8_ms": q, "fp32_ms": f, "ratio": q / f, "floor_ms": floor,
+            "int8_above_floor_ms": q - floor, "fp32_above_floor_ms": f - floor,
+            "ratio_above_floor": (q - floor) / (f - floor),
+            "int8_no_layout_rewrites_ms": plain_q, "ratio_no_layout_rewrites": plain_q / f,
+        }
+    out["profile"] = {}
+    for label, path in (("int8", int8_path), ("fp32", fp32), ("int8_no_layout_rewrites", plain)):
+        nodes = _ort.profile_nodes(path, x[:1], runs=500 if quick else 2000)
+        by_type: dict[str, float] = {}
+        for n in nodes:
+            by_type[n["op_type"]] = by_type.get(n["op_type"], 0.0) + n["mean_us"]
+        out["profile"][label] = {"nodes": nodes, "node_count": len(nodes),
+                                 "us_by_op_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1]))}
+    return out
 
 
 def bench_model(name: str, model: nn.Module, data, tmp: str, quick: bool) -> dict:
@@ -139,7 +186,8 @@ def bench_model(name: str, model: nn.Module, data, tmp: str, quick: bool) -> dic
     row: dict = {"model": name, "params": sum(p.numel() for p in model.parameters()),
                  "accuracy_float": accuracy(model, x_te, y_te)}
     t0 = time.perf_counter()
-    rep = to_int_onnx(model, calib, os.path.join(tmp, f"{name}.int8.onnx"), eval_data=(x_te, y_te), threads=1)
+    int8_path = os.path.join(tmp, f"{name}.int8.onnx")
+    rep = to_int_onnx(model, calib, int8_path, eval_data=(x_te, y_te), threads=1)
     row["export_s"] = time.perf_counter() - t0
     row["int8"] = {
         "integer_only": rep.integer_only,
@@ -153,10 +201,15 @@ def bench_model(name: str, model: nn.Module, data, tmp: str, quick: bool) -> dic
         "latency_ms": rep.latency_ms_int8,
         "latency_ms_fp32": rep.latency_ms_fp32,
         "latency_ratio": rep.latency_ratio,
+        "latency_method": rep.extra["latency_method"],
         "activation_type": rep.activation_type,
         "rewrites": rep.extra["rewrites"],
     }
-    row["int8_batch64"] = throughput(model, calib, x_te, tmp)
+    row["int8_batch1_detail"] = batch1_detail(model, calib, x_te, int8_path, tmp, quick)
+    row["int8_by_batch"] = batch_sweep(model, calib, x_te, tmp, quick)
+    row["int8_batch64"] = next(b for b in row["int8_by_batch"] if b["batch"] == 64)
+    row["int8_smallest_batch_at_half"] = next(
+        (b["batch"] for b in row["int8_by_batch"] if b["latency_ratio"] <= 0.5), None)
     row["ort_defaults"] = ort_defaults(model, calib, x_te, y_te, tmp)
     row["qonnx"] = {}
     for wb, ab in ((4, 4), (8, 8)):
@@ -239,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         "transformers": transformers,
         "bars": bars(rows, est),
     }
-    Path(args.out + ".json").write_text(json.dumps(doc, indent=2) + "\n")
-    Path(args.out + ".md").write_text(markdown(doc))
+    from edge_sdk._io import atomic_write_text
+
+    atomic_write_text(args.out + ".json", json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(args.out + ".md", markdown(doc))
     print(markdown(doc))
     return 0
 
@@ -249,13 +304,13 @@ def bars(rows: list[dict], est) -> list[dict]:
     out = []
     for r in rows:
         i8, m = r["int8"], r["model"]
+        b1 = r["int8_batch1_detail"]["methods"]["iobinding"]["ratio"]  # the export's own method, timed 2 s
         out += [
             {"bar": f"{m}: int8 graph integer-only", "value": i8["integer_only"], "pass": bool(i8["integer_only"])},
             {"bar": f"{m}: file <= 0.3x fp32 ONNX", "value": round(i8["size_ratio"], 3), "pass": i8["size_ratio"] <= 0.3},
             {"bar": f"{m}: accuracy drop <= 1 point", "value": round(i8["accuracy_drop_points"], 2),
              "pass": i8["accuracy_drop_points"] <= 1.0},
-            {"bar": f"{m}: int8 latency <= 0.5x fp32 (1 thread, batch 1)", "value": round(i8["latency_ratio"], 3),
-             "pass": i8["latency_ratio"] <= 0.5},
+            {"bar": f"{m}: int8 latency <= 0.5x fp32 (1 thread, batch 1)", "value": round(b1, 3), "pass": b1 <= 0.5},
             {"bar": f"{m}: int8 latency <= 0.5x fp32 (1 thread, batch 64)",
              "value": round(r["int8_batch64"]["latency_ratio"], 3), "pass": r["int8_batch64"]["latency_ratio"] <= 0.5},
         ]
@@ -282,7 +337,9 @@ def markdown(doc: dict) -> str:
         f"Machine: {m['cpu']} ({m['machine']}, {m['cpus_affinity']} CPUs, VNNI {m['vnni']}); Python {m['python']}, "
         f"torch {m['torch']}, onnx {m['onnx']}, onnxruntime {m['onnxruntime']}, brevitas {m['brevitas']}, "
         f"qonnx {m['qonnx']}.",
-        "Latencies: onnxruntime, 1 intra-op thread, median of alternating calls (int8 and fp32 interleaved).",
+        "Latencies: onnxruntime, 1 intra-op thread, same session options for both graphs (full graph "
+        "optimisation, sequential), median of alternating calls (int8 and fp32 interleaved), each call a "
+        "`run_with_iobinding` on input and output buffers bound once (the same for both graphs).",
         "",
         "## Bars",
         "",
@@ -290,7 +347,9 @@ def markdown(doc: dict) -> str:
         "| --- | --- | --- |",
     ]
     lines += [f"| {b['bar']} | {_f(b['value'])} | {'yes' if b['pass'] else 'NO'} |" for b in doc["bars"]]
-    lines += ["", "## int8 ONNX (ours) vs onnxruntime quantize_static defaults", "",
+    lines += ["", "The batch-1 latency bar is the `iobinding` row of 'Batch-1 latency: where the time goes' "
+              "(2 s of alternating calls); the export report's own 0.5 s measurement is `ratio b1` below.",
+              "", "## int8 ONNX (ours) vs onnxruntime quantize_static defaults", "",
               "| model | params | acc fp32 | acc int8 | drop (pts) | size ratio | int8 ms | fp32 ms | ratio b1 | "
               "ratio b64 | defaults: int-only | defaults: acc | defaults: ratio b1 |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -312,6 +371,37 @@ def markdown(doc: dict) -> str:
                 f"{q['max_abs_diff_vs_brevitas']:.3g} | "
                 f"{_f(q['output_step'])} | {_f(q['max_error_steps'])} | {q['accuracy_brevitas']:.4f} | "
                 f"{q['finn']['zero_points_zero']} | {q['finn']['unsigned_after_relu']} |")
+    lines += ["", "## Batch-1 latency: where the time goes", "",
+              "floor: a one-node (Identity) graph on the same input called the same way, timed in the same "
+              "alternating rounds: the fixed cost of a call that no graph goes below. `above floor`: latency "
+              "minus floor. `no layout rewrites`: our int8 graph without the post-quantization rewrites "
+              "(stem space-to-depth, channels-last flatten). `run`: `session.run` with a numpy feed "
+              "(the previous method).", "",
+              "| model | call method | int8 ms | fp32 ms | ratio | floor ms | int8 above floor | fp32 above floor | "
+              "ratio above floor | int8 no layout rewrites ms | its ratio |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in doc["models"]:
+        for method, d in r["int8_batch1_detail"]["methods"].items():
+            lines.append(
+                f"| {r['model']} | {method} | {d['int8_ms']:.4f} | {d['fp32_ms']:.4f} | {d['ratio']:.3f} | "
+                f"{d['floor_ms']:.4f} | {d['int8_above_floor_ms']:.4f} | {d['fp32_above_floor_ms']:.4f} | "
+                f"{d['ratio_above_floor']:.3f} | {d['int8_no_layout_rewrites_ms']:.4f} | "
+                f"{d['ratio_no_layout_rewrites']:.3f} |")
+    lines += ["", "## Latency ratio int8 / fp32 by batch size (dynamic-batch graphs, 1 thread)", "",
+              "| model | " + " | ".join(f"b{b}" for b in BATCHES) + " | smallest batch <= 0.5x |",
+              "| --- | " + " | ".join("---" for _ in BATCHES) + " | --- |"]
+    for r in doc["models"]:
+        ratios = {b["batch"]: b["latency_ratio"] for b in r["int8_by_batch"]}
+        lines.append(f"| {r['model']} | " + " | ".join(f"{ratios[b]:.3f}" for b in BATCHES)
+                     + f" | {r['int8_smallest_batch_at_half'] or 'none up to 64'} |")
+    lines += ["", "## Per-node profile at batch 1 (onnxruntime profiler, mean us per call)", "",
+              "Nodes as onnxruntime runs them after its optimisations. The profiler adds about 2 us to every "
+              "node, so the sums exceed the latencies; they locate the time.", "",
+              "| model | graph | nodes | us by op type |", "| --- | --- | --- | --- |"]
+    for r in doc["models"]:
+        for label, p in r["int8_batch1_detail"]["profile"].items():
+            kinds = ", ".join(f"{k} {v:.1f}" for k, v in p["us_by_op_type"].items())
+            lines.append(f"| {r['model']} | {label} | {p['node_count']} | {kinds} |")
     e = doc["fpga_cnn1d_w4a4_pynq_z2"]
     lines += ["", "## FPGA estimate: cnn1d W4A4 on pynq-z2", "",
               f"fits: {e['fits']}; needed/available: "

@@ -15,7 +15,14 @@ from torch import nn
 from edge_sdk import models
 from edge_sdk.errors import InvalidInputError, OutputError, UnsupportedOpError, VerificationError
 from edge_sdk.export import check_integer_only, to_int_onnx
-from edge_sdk.export._onnx_rewrite import pad_stem_channels, rewrite_for_quantization
+from edge_sdk.export import _ort
+from edge_sdk.export._onnx_rewrite import (
+    flatten_channels_last,
+    pad_stem_channels,
+    rewrite_for_ort_layout,
+    rewrite_for_quantization,
+    stem_space_to_depth,
+)
 from export_helpers import digits as load_digits_xy
 from export_helpers import tiny_cnn, train
 
@@ -164,6 +171,139 @@ def test_rewrites_are_exact(tmp_path):
     assert "BatchNormalization" not in ops and "Gather" not in ops
     run = lambda m: ort.InferenceSession(m.SerializeToString()).run(None, {"input": x.numpy()})[0]  # noqa: E731
     np.testing.assert_allclose(run(rewritten), run(original), atol=1e-5)
+
+
+# ------------------------------------------------------------------- layout rewrites (after quantization)
+
+
+def _rgb_cnn() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
+    ).eval()  # fmt: skip
+
+
+def _quantized_without_layout_rewrites(model, x, tmp_path, name, **kw):
+    path = tmp_path / f"{name}.onnx"
+    report = to_int_onnx(model, x, path, layout_rewrites=False, measure_latency=False, **kw)
+    assert not any("space-to-depth" in c or "channels-last" in c for c in report.extra["rewrites"])
+    return onnx.load(path)
+
+
+def _outputs(model, x):
+    sess = _ort.make_session(model)
+    return np.concatenate([sess.run(None, {"input": x[i : i + 1]})[0] for i in range(x.shape[0])])
+
+
+@pytest.mark.parametrize("case", ["grey_stride1", "rgb_stride2", "rgb_dynamic_batch"])
+def test_layout_rewrites_keep_outputs_identical_and_integer_only(case, tmp_path):
+    rng = np.random.default_rng(0)
+    if case == "grey_stride1":
+        model, x, kw = tiny_cnn().eval(), rng.random((40, 1, 8, 8), dtype=np.float32), {}
+    else:
+        model, x = _rgb_cnn(), rng.standard_normal((40, 3, 8, 8)).astype(np.float32)
+        kw = {"batch_size": None} if case == "rgb_dynamic_batch" else {}
+    before = _quantized_without_layout_rewrites(model, x[:32], tmp_path, case, **kw)
+    after = onnx.ModelProto()
+    after.CopyFrom(before)
+    after, changes = rewrite_for_ort_layout(after, _ort.tensor_shapes(after, x[:1]))
+    assert any("stem as space-to-depth x4" in c for c in changes), changes
+    if case != "grey_stride1":  # tiny_cnn pools to 1x1 first; here Flatten sees 16 x 4 x 4
+        assert any("flattens channels-last" in c for c in changes), changes
+    assert check_integer_only(after).integer_only
+    ops = [n.op_type for n in after.graph.node]
+    assert "Pad" not in ops  # the channel padding of the stem is gone
+    stem = next(n for n in after.graph.node if n.op_type == "QLinearConv")
+    weight = next(i for i in after.graph.initializer if i.name == stem.input[3])
+    c_out = 8 if case == "grey_stride1" else 16
+    phases = 4 if case == "grey_stride1" else 2  # 4 pixels per block / stride
+    assert list(weight.dims[:2]) == [phases * c_out, 4 if case == "grey_stride1" else 12]
+    x_eval = rng.standard_normal((16, *x.shape[1:])).astype(np.float32)
+    np.testing.assert_array_equal(_outputs(after, x_eval), _outputs(before, x_eval))
+    if case == "rgb_dynamic_batch":
+        run = lambda m: _ort.make_session(m).run(None, {"input": x_eval[:3]})[0]  # noqa: E731
+        np.testing.assert_array_equal(run(after), run(before))
+
+
+def test_space_to_depth_of_a_1d_stem_is_exact(tmp_path):
+    model = models.create("cnn1d").eval()
+    x = np.random.default_rng(0).standard_normal((40, 1, 40)).astype(np.float32)
+    before = _quantized_without_layout_rewrites(model, x[:32], tmp_path, "cnn1d")
+    after = onnx.ModelProto()
+    after.CopyFrom(before)
+    shapes = _ort.tensor_shapes(after, x[:1])
+    after, none = stem_space_to_depth(after, shapes)  # 1-d stems are left alone by default
+    assert none == []
+    after, changes = stem_space_to_depth(after, shapes, ranks=(1,))
+    assert changes and "x4" in changes[0]
+    assert check_integer_only(after).integer_only
+    np.testing.assert_array_equal(_outputs(after, x[32:]), _outputs(before, x[32:]))
+
+
+def test_flatten_channels_last_is_left_alone_when_the_flattened_tensor_is_read_elsewhere(tmp_path):
+    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    model = _quantized_without_layout_rewrites(_rgb_cnn(), x, tmp_path, "rgb")
+    shapes = _ort.tensor_shapes(model, x[:1])
+    flatten = next(n for n in model.graph.node if n.op_type == "Flatten")
+    model.graph.output.append(onnx.ValueInfoProto(name=flatten.output[0]))  # its order is seen outside
+    _, changes = flatten_channels_last(model, shapes)
+    assert changes == []
+    model.graph.output.pop()
+    _, changes = flatten_channels_last(model, shapes)
+    assert len(changes) == 1
+
+
+def test_export_applies_layout_rewrites_with_the_same_predictions(tmp_path):
+    x = np.random.default_rng(0).standard_normal((48, 3, 8, 8)).astype(np.float32)
+    model = _rgb_cnn()
+    on = to_int_onnx(model, x[:32], tmp_path / "on.onnx", eval_data=x[32:], layout_rewrites=True,
+                     measure_latency=False)
+    off = to_int_onnx(model, x[:32], tmp_path / "off.onnx", eval_data=x[32:], layout_rewrites=False,
+                      measure_latency=False)
+    assert on.integer_only and off.integer_only and on.warnings == []
+    assert sum("space-to-depth" in c or "channels-last" in c for c in on.extra["rewrites"]) == 2
+    assert on.max_abs_logit_error == off.max_abs_logit_error
+    np.testing.assert_array_equal(_outputs(onnx.load(tmp_path / "on.onnx"), x[32:]),
+                                  _outputs(onnx.load(tmp_path / "off.onnx"), x[32:]))
+
+
+def test_a_layout_rewrite_that_changes_outputs_is_dropped_with_a_warning(tmp_path, monkeypatch):
+    import edge_sdk.export.int_onnx as int_onnx
+
+    def broken(model, shapes):  # stands in for a faulty rewrite: shifts the last layer's bias
+        gemm = next(n for n in model.graph.node if n.op_type == "QGemm")
+        bias = next(i for i in model.graph.initializer if i.name == gemm.input[6])
+        bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 50, bias.name))
+        return model, ["broken rewrite"]
+
+    x = np.random.default_rng(0).standard_normal((48, 3, 8, 8)).astype(np.float32)
+    off = to_int_onnx(_rgb_cnn(), x[:32], tmp_path / "off.onnx", eval_data=x[32:], layout_rewrites=False,
+                      measure_latency=False)
+    monkeypatch.setattr(int_onnx, "rewrite_for_ort_layout", broken)
+    rep = to_int_onnx(_rgb_cnn(), x[:32], tmp_path / "m.onnx", eval_data=x[32:], layout_rewrites=True,
+                      measure_latency=False)
+    assert any("changed the outputs" in w for w in rep.warnings)
+    assert "broken rewrite" not in rep.extra["rewrites"]
+    np.testing.assert_array_equal(_outputs(onnx.load(tmp_path / "m.onnx"), x[32:]),
+                                  _outputs(onnx.load(tmp_path / "off.onnx"), x[32:]))
+    assert rep.max_abs_logit_error == off.max_abs_logit_error
+
+
+def test_latency_helpers_time_both_sessions_the_same_way(tmp_path):
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    to_int_onnx(_rgb_cnn(), x, tmp_path / "m.onnx", measure_latency=False)
+    sess = _ort.make_session(str(tmp_path / "m.onnx"))
+    for method in _ort.LATENCY_METHODS:
+        (t,) = _ort.paired_latency_ms([sess], x[:1], method=method, min_rounds=3, min_seconds=0.0, warmup=1)
+        assert t > 0
+    *graphs, floor = _ort.call_floor_ms([sess, sess], x[:1], min_seconds=0.0)
+    assert len(graphs) == 2 and floor > 0
+    with pytest.raises(InvalidInputError, match="latency method"):
+        _ort.paired_latency_ms([sess], x[:1], method="magic")
+    nodes = _ort.profile_nodes(str(tmp_path / "m.onnx"), x[:1], runs=20, skip=5)
+    assert {"QLinearConv", "QGemm"} <= {n["op_type"] for n in nodes}
+    assert all(n["mean_us"] >= 0 for n in nodes)
 
 
 # ------------------------------------------------------------------- bad input

@@ -6,8 +6,7 @@ or qonnx until an exporter is called.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edge_sdk._lazy import lazy_exports
 
 _LAZY = {
     "to_int_onnx": "edge_sdk.export.int_onnx",
@@ -28,14 +27,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edge_sdk.export' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("edge_sdk.export", _LAZY, globals())

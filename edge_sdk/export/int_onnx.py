@@ -19,7 +19,7 @@ from edge_sdk.errors import ExportError, InvalidInputError, VerificationError
 from edge_sdk.export import _ort
 from edge_sdk.export._data import as_samples, check_model_accepts, float_logits, model_input_shape, split_eval
 from edge_sdk.export._compact import compact_model
-from edge_sdk.export._onnx_rewrite import pad_stem_channels, rewrite_for_quantization
+from edge_sdk.export._onnx_rewrite import pad_stem_channels, rewrite_for_ort_layout, rewrite_for_quantization
 from edge_sdk.export._report import ExportReport
 from edge_sdk.export._target import cpu_target, load_profile
 from edge_sdk.export._torch_onnx import INPUT_NAME, capture_native_stderr, export_float_onnx
@@ -30,6 +30,8 @@ __all__ = ["to_int_onnx", "ACTIVATION_TYPES", "CALIBRATION_METHODS"]
 log = logging.getLogger(__name__)
 
 ACTIVATION_TYPES = ("uint8", "int8")
+# both graphs are called through a pre-bound IOBinding (see edge_sdk.export._ort.LATENCY_METHODS)
+LATENCY_METHOD = "iobinding"
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 
@@ -84,6 +86,7 @@ def to_int_onnx(
     require_integer_only: bool = False,
     measure_latency: bool = True,
     pad_stem: bool = True,
+    layout_rewrites: bool | None = None,
 ) -> ExportReport:
     """Export ``model`` as an integer-only ONNX graph calibrated on ``calib`` and write ``path``.
 
@@ -96,7 +99,12 @@ def to_int_onnx(
     profile or its name) or this host. ``reduce_range=None`` uses 7-bit weights only on x86
     without an int8 dot-product instruction. ``pad_stem`` zero-pads a first convolution with
     fewer than 4 input channels to 4 (exact; onnxruntime's int8 kernels are slow on 1-3
-    channels).
+    channels). ``layout_rewrites`` applies two exact rewrites of the quantized graph for
+    onnxruntime's channels-last int8 kernels (a 2-d stem on 1-3 channels as a space-to-depth
+    convolution, which replaces the padding; ``Flatten`` before the last matmul in
+    channels-last order); ``None`` applies them for x86 targets with uint8 activations, where
+    they were measured. The rewritten graph is checked to give the same outputs as before on
+    the calibration samples; if not, the unrewritten graph is kept with a warning.
 
     ``calib``: float samples ``(N, *input_shape)``. ``eval_data``: samples or
     ``(samples, labels)`` for the parity numbers (the calibration samples when ``None``, with a
@@ -121,6 +129,7 @@ def to_int_onnx(
     profile = load_profile(target)
     cpu = cpu_target(profile)
     act_type = activation_type or cpu.activation_type()
+    use_layout = (cpu.is_x86 and act_type == "uint8") if layout_rewrites is None else bool(layout_rewrites)
     use_reduce_range = cpu.reduce_range() if reduce_range is None else bool(reduce_range)
 
     float_model = prepare_float_model(model)
@@ -149,7 +158,11 @@ def to_int_onnx(
         q_path = os.path.join(tmp, "int8.onnx")
         _quantize(prep_path, q_path, calib_x, batch_size or min(32, calib_x.shape[0]),
                   act_type, per_channel, calibration_method, use_reduce_range)
-        int8_model = compact_model(onnx.load(q_path))
+        q_model = onnx.load(q_path)
+        if use_layout:
+            q_model, post = _layout_rewrites(q_model, example, calib_x, warnings)
+            changes += post
+        int8_model = compact_model(q_model)
         data = int8_model.SerializeToString()
         fp32_model = compact_model(onnx.load(fp32_path))
         fp32_data = fp32_model.SerializeToString()
@@ -165,7 +178,7 @@ def to_int_onnx(
         lat_int = lat_fp32 = None
         if measure_latency:
             fp32_session = _ort.make_session(fp32_data, threads)
-            lat_int, lat_fp32 = _ort.paired_latency_ms([q_session, fp32_session], eval_x[:1])
+            lat_int, lat_fp32 = _ort.paired_latency_ms([q_session, fp32_session], eval_x[:1], method=LATENCY_METHOD)
         raw_fp32_bytes = os.path.getsize(fp32_path)
     if not check.integer_only:
         warnings.append(f"{len(float_ops)} float op(s) left: {', '.join(float_ops[:6])}")
@@ -194,9 +207,38 @@ def to_int_onnx(
         warnings=warnings,
         extra={"target": cpu.name, "target_arch": cpu.arch, "reduce_range": use_reduce_range,
                "rewrites": changes, "batch_size": batch_size, "opset": opset,
+               "latency_method": LATENCY_METHOD if measure_latency else None,
                "fp32_torch_export_bytes": raw_fp32_bytes,
                "float_op_types": dict(Counter(op.op_type for op in check.float_ops))},
     )
+
+
+def _layout_rewrites(model: onnx.ModelProto, example: np.ndarray, calib_x: np.ndarray,
+                     warnings: list[str]) -> tuple[onnx.ModelProto, list[str]]:
+    """The post-quantization layout rewrites, kept only when the outputs stay identical."""
+    before = onnx.ModelProto()
+    before.CopyFrom(model)
+    try:
+        shapes = _ort.tensor_shapes(model, example)
+    except Exception as exc:  # noqa: BLE001 - a graph onnxruntime cannot run is reported later
+        log.debug("no tensor shapes for the layout rewrites: %s", exc)
+        return before, []
+    after, changes = rewrite_for_ort_layout(model, shapes)
+    if not changes:
+        return before, []
+    probe = calib_x[: max(8, example.shape[0])]
+    want = _ort.run(_ort.make_session(before), probe)
+    try:
+        got = _ort.run(_ort.make_session(after), probe)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises plain exceptions
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.append(f"layout rewrites gave a graph onnxruntime refused ({first}); kept the graph without them")
+        return before, []
+    if not np.array_equal(want, got):
+        warnings.append(f"layout rewrites changed the outputs (max abs {np.max(np.abs(want - got)):.3g}); "
+                        f"kept the graph without them")
+        return before, []
+    return after, changes
 
 
 def _preprocess(src: str, dst: str) -> None:
