@@ -18,7 +18,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +36,9 @@ from edge_sdk.submodel import structured as _structured
 from edge_sdk.training import Update, train_local
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from machine import machine_info, machine_markdown  # noqa: E402  (bench/machine.py)
+
 TIERS = [1.0, 1 / 4, 1 / 16, 1 / 64]
 TIER_NAMES = ["1", "1/4", "1/16", "1/64"]
 
@@ -87,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     reps = 3 if args.quick else 7
     torch.manual_seed(0)
-    results: dict = {"machine": {"python": sys.version.split()[0], "torch": torch.__version__,
-                                 "platform": platform.platform(), "threads": threads,
-                                 "loadavg_start": list(os.getloadavg())}, "reps": reps}
+    results: dict = {"machine": {**machine_info(), "threads": threads}, "reps": reps}
 
     # ---- train step: full vs submodels (interleaved, same run) ------------------------------
     g = models.create("resnet18")
@@ -231,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(r: dict) -> str:
     L = ["# bench_submodel: extraction, local training and aggregation (resnet18, CIFAR shape)", "",
-         f"Machine: {r['machine']['platform']}, torch {r['machine']['torch']}, {r['machine']['threads']} threads; "
-         f"{r['reps']} repetitions, medians. Rerun: `python bench/bench_submodel.py`.",
-         f"Load average (1/5/15 min) at start {_load(r['machine']['loadavg_start'])}, at end "
+         machine_markdown(r["machine"]),
+         f"{r['machine']['threads']} threads; {r['reps']} repetitions, medians. Rerun: `python bench/bench_submodel.py`.",
+         f"Load average (1/5/15 min) at start {_load(r['machine']['load_average_at_start'])}, at end "
          f"{_load(r['machine']['loadavg_end'])}: timings are only meaningful on a quiet machine "
          f"(with other processes on the cores, multi-threaded runs of many small ops slow down several-fold).", "",
          "## Bars (each against the full-model step at the same thread count)", "",

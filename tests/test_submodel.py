@@ -9,7 +9,7 @@ from torch import nn
 
 from edge_sdk.errors import InvalidInputError, PlanMismatchError, SchemaError, UnknownNameError
 from edge_sdk.submodel import STRATEGIES, FiarseSubmodel, SubmodelPlan, plan
-from edge_sdk.submodel.fiarse import _kth_largest, _kth_largest_exact, maskable_names
+from edge_sdk.submodel.fiarse import _kth_largest, _kth_largest_exact, _top_masks, maskable_names
 
 
 def small_cnn(seed: int = 0) -> nn.Module:
@@ -155,5 +155,13 @@ def test_fiarse_threshold_sampled_band_equals_exact_selection(dtype, kind, caplo
     for k in (1, 2, n // 64, n // 16, n // 4, n // 2, n - 1, n):
         assert _kth_largest(arrays, k) == merged[k - 1], (kind, k)
         assert _kth_largest_exact(arrays, k) == merged[k - 1], (kind, k)
+        signed = [a * np.where(rng.random(a.size) < 0.5, -1, 1).astype(dtype) for a in arrays]
+        masks, tau = _top_masks(signed, k)
+        held = np.concatenate([np.abs(v)[m.numpy()] for v, m in zip(signed, masks)])
+        unheld = np.concatenate([np.abs(v)[~m.numpy()] for v, m in zip(signed, masks)])
+        assert held.size == k and tau == merged[k - 1], (kind, k)
+        assert unheld.size == 0 or held.min() >= unheld.max(), (kind, k)
+        tied = np.concatenate([m.numpy()[np.abs(v) == tau] for v, m in zip(signed, masks)])
+        assert not (~tied[:-1] & tied[1:]).any(), (kind, k)  # ties held in position order
     if kind == "normal":  # distinct values: the band never misses, the fast path answered
         assert "band missed" not in caplog.text

@@ -38,6 +38,7 @@ import copy
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -91,72 +92,143 @@ def _kth_largest_exact(absvals: list[np.ndarray], k: int) -> float:
     return float(np.partition(cand, cand.size - need)[cand.size - need])
 
 
-def _per_tensor(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-    """``[fn(x) for x in items]`` on torch's intra-op thread count (numpy releases the GIL)."""
-    threads = min(torch.get_num_threads(), len(items))
+def _map_abs(fn: Callable[[np.ndarray], Any], values: list[np.ndarray]) -> list[Any]:
+    """``[fn(|v|) for v in values]`` on torch's intra-op thread count (numpy releases the GIL).
+
+    ``|v|`` is written into one scratch buffer per worker and dtype, so no fresh array of
+    millions of magnitudes is faulted in on every call; ``fn`` must not keep its argument.
+    """
+    threads = min(torch.get_num_threads(), len(values))
+    order = sorted(range(len(values)), key=lambda i: -values[i].size)
+    groups: list[list[int]] = [[] for _ in range(max(threads, 1))]
+    loads = [0] * len(groups)
+    for i in order:  # largest first onto the least loaded worker
+        w = loads.index(min(loads))
+        groups[w].append(i)
+        loads[w] += values[i].size
+
+    def work(group: list[int]) -> dict[int, Any]:
+        scratch: dict[np.dtype, np.ndarray] = {}
+        out = {}
+        for i in group:
+            v = values[i].reshape(-1)
+            buf = scratch.get(v.dtype)
+            if buf is None or buf.size < v.size:
+                buf = scratch[v.dtype] = np.empty(max(values[j].size for j in group), dtype=v.dtype)
+            out[i] = fn(np.abs(v, out=buf[:v.size]))
+        return out
+
     if threads <= 1:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(fn, items))
+        results = [work(order)]
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            results = list(pool.map(work, groups))
+    merged = {i: r for part in results for i, r in part.items()}
+    return [merged[i] for i in range(len(values))]
 
 
 _SAMPLE = 1 << 16
 _BAND_SIGMAS = 6.0
 
 
-def _kth_largest(absvals: list[np.ndarray], k: int) -> float:
-    """Exact k-th largest (1-based) of non-negative values spread over several flat arrays.
+@dataclass
+class _Band:
+    """One pass's result: per tensor, the mask of magnitudes >= hi and the positions and
+    magnitudes of those in [lo, hi); ``above`` counts the former over all tensors."""
 
-    A seeded sample of 65,536 values brackets the answer in a narrow band [lo, hi) (six
-    standard deviations of the sample quantile either side); one pass over the data counts the
-    values at or above ``hi`` and collects the few inside the band, and the answer is selected
-    among those. If the band misses (for a uniform sample and a 6-sigma band, the odds are
-    about 1e-9), the radix select gives the same exact answer more slowly. Each pass works one
-    tensor at a time (no concatenation of millions of values) with numpy, whose comparisons
-    and compaction are several times faster than torch's on CPU, on torch's thread count.
-    """
-    n = sum(a.size for a in absvals)
+    above_masks: list[np.ndarray]
+    positions: list[np.ndarray]
+    magnitudes: list[np.ndarray]
+    above: int
+
+
+def _sampled_band(flat: list[np.ndarray], k: int) -> _Band | None:
+    """The band [lo, hi) around the k-th largest magnitude, from a seeded sample of 65,536
+    (six standard deviations of the sample quantile either side), and one pass over the data;
+    ``None`` when the band misses the k-th largest (odds about 1e-9) or the data is small."""
+    n = sum(v.size for v in flat)
     if n <= 4 * _SAMPLE:
-        return _kth_largest_exact(absvals, k)
+        return None
     rng = np.random.default_rng(0)
-    sample = np.concatenate([a[rng.integers(0, a.size, -(-_SAMPLE * a.size // n))] for a in absvals if a.size])
-    sample[::-1].sort()
+    sample = np.abs(np.concatenate([v[rng.integers(0, v.size, -(-_SAMPLE * v.size // n))] for v in flat if v.size]))
     s = sample.size
     q = k / n
     margin = _BAND_SIGMAS * np.sqrt(max(q * (1.0 - q), 1.0 / s) * s) + 2.0
-    i_hi, i_lo = int(q * s - margin), int(np.ceil(q * s + margin))
+    i_hi, i_lo = int(q * s - margin), int(np.ceil(q * s + margin))  # ranks from the top
     if i_lo >= s:
-        return _kth_largest_exact(absvals, k)
-    lo = sample[i_lo]
-    hi = sample[i_hi] if i_hi >= 0 else np.float32(np.inf)
-    counted = _per_tensor(lambda a: (int(np.count_nonzero(a >= hi)), a[(a >= lo) & (a < hi)]), absvals)
-    above = sum(c for c, _ in counted)
-    cand = np.concatenate([b for _, b in counted])
-    need = k - above
-    if need <= 0 or need > cand.size:
-        log.debug("fiarse threshold: sampled band missed (need %d of %d); exact radix select", need, cand.size)
-        return _kth_largest_exact(absvals, k)
+        return None
+    picked = np.partition(sample, [s - 1 - i_lo] + ([s - 1 - i_hi] if i_hi >= 0 else []))
+    lo = picked[s - 1 - i_lo]
+    hi = picked[s - 1 - i_hi] if i_hi >= 0 else np.float32(np.inf)
+
+    def scan(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        above = a >= hi
+        pos = np.flatnonzero((a >= lo) & ~above)
+        return above, pos, a[pos]
+
+    parts = _map_abs(scan, flat)
+    band = _Band([p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts], 0)
+    band.above = sum(int(np.count_nonzero(m)) for m in band.above_masks)
+    need = k - band.above
+    if need <= 0 or need > sum(m.size for m in band.magnitudes):
+        log.debug("fiarse threshold: sampled band missed (need %d); exact radix select", need)
+        return None
+    return band
+
+
+def _band_kth(band: _Band, k: int) -> float:
+    cand = np.concatenate(band.magnitudes)
+    need = k - band.above
     return float(np.partition(cand, cand.size - need)[cand.size - need])
 
 
-def _top_masks(absvals: list[np.ndarray], k: int) -> tuple[list[torch.Tensor], float]:
-    """Masks of exactly the ``k`` largest values over all arrays (ties by position) and tau."""
-    n = sum(a.size for a in absvals)
+def _kth_largest(values: list[np.ndarray], k: int) -> float:
+    """Exact k-th largest (1-based) magnitude of values spread over several arrays.
+
+    The sampled band (:func:`_sampled_band`) narrows the selection to the few magnitudes
+    inside it; if it misses, the radix select gives the same exact answer more slowly. Each
+    pass works one tensor at a time (no concatenation of millions of values) with numpy, whose
+    comparisons and compaction are several times faster than torch's on CPU, on torch's
+    thread count.
+    """
+    flat = [v.reshape(-1) for v in values]
+    band = _sampled_band(flat, k)
+    if band is None:
+        return _kth_largest_exact([np.abs(v) for v in flat], k)
+    return _band_kth(band, k)
+
+
+def _top_masks(values: list[np.ndarray], k: int) -> tuple[list[torch.Tensor], float]:
+    """Masks of exactly the ``k`` largest magnitudes over all arrays (ties by position) and tau.
+
+    With a sampled band the masks come out of the same pass that finds tau: everything at or
+    above ``hi``, plus the band's magnitudes above tau, plus ties at tau in position order.
+    """
+    n = sum(v.size for v in values)
     if k <= 0:
-        return [torch.zeros(a.shape, dtype=torch.bool) for a in absvals], float("inf")
+        return [torch.zeros(v.shape, dtype=torch.bool) for v in values], float("inf")
     if k >= n:
-        return [torch.ones(a.shape, dtype=torch.bool) for a in absvals], \
-            (min(float(a.min()) for a in absvals if a.size) if n else 0.0)
-    tau = absvals[0].dtype.type(_kth_largest([a.reshape(-1) for a in absvals], k))
-    masks = _per_tensor(lambda a: a > tau, absvals)
+        return [torch.ones(v.shape, dtype=torch.bool) for v in values], \
+            (min(float(np.abs(v).min()) for v in values if v.size) if n else 0.0)
+    flat = [v.reshape(-1) for v in values]
+    band = _sampled_band(flat, k)
+    if band is None:
+        tau = values[0].dtype.type(_kth_largest_exact([np.abs(v) for v in flat], k))
+        masks = _map_abs(lambda a: a > tau, flat)
+        ties = [np.flatnonzero(np.abs(v) == tau) for v in flat]
+    else:
+        tau = values[0].dtype.type(_band_kth(band, k))
+        masks = band.above_masks
+        for m, pos, mag in zip(masks, band.positions, band.magnitudes):
+            m[pos[mag > tau]] = True
+        ties = [pos[mag == tau] for pos, mag in zip(band.positions, band.magnitudes)]
     missing = k - sum(int(np.count_nonzero(m)) for m in masks)
-    for a, m in zip(absvals, masks):  # fill with values equal to tau, in position order
+    for m, tie in zip(masks, ties):  # fill with magnitudes equal to tau, in position order
         if missing <= 0:
             break
-        ties = np.flatnonzero(a == tau)[:missing]
-        m.reshape(-1)[ties] = True
-        missing -= ties.size
-    return [torch.from_numpy(m) for m in masks], float(tau)
+        m[tie[:missing]] = True
+        missing -= min(missing, tie.size)
+    return [torch.from_numpy(m.reshape(v.shape)) for m, v in zip(masks, values)], float(tau)
 
 
 class FiarsePlan(SubmodelPlan):
@@ -265,28 +337,28 @@ def plan_fiarse(model: nn.Module, ratio: float, *, round: int = 0, scope: str = 
     masks: dict[str, torch.Tensor] = {}
     thresholds: dict[str, float] = {}
     with torch.no_grad():
-        absvals = _per_tensor(_abs_array, [params[n] for n in names])
+        values = [_as_array(params[n]) for n in names]
         if scope == "global":
-            tensor_masks, tau = _top_masks(absvals, k)
+            tensor_masks, tau = _top_masks(values, k)
             for n, m in zip(names, tensor_masks):
                 masks[n] = m
                 thresholds[n] = tau
         else:
             frac = k / maskable if maskable else 0.0
-            for n, a in zip(names, absvals):
-                (m,), tau = _top_masks([a], int(round_half(frac * a.size)))
+            for n, v in zip(names, values):
+                (m,), tau = _top_masks([v], int(round_half(frac * v.size)))
                 masks[n] = m
                 thresholds[n] = tau
     held = always + sum(int(np.count_nonzero(m.numpy())) for m in masks.values())
     return FiarsePlan(ratio, round, held / total if total else 1.0, signature, masks, thresholds, scope)
 
 
-def _abs_array(p: torch.Tensor) -> np.ndarray:
-    """|p| as a numpy array: float32 / float64 as they are, other floats widened to float32."""
+def _as_array(p: torch.Tensor) -> np.ndarray:
+    """``p`` as a numpy array (no copy): float32 / float64 as they are, other floats widened."""
     t = p.detach()
     if t.dtype not in (torch.float32, torch.float64):
         t = t.float()
-    return np.abs(t.cpu().numpy())
+    return t.cpu().numpy()
 
 
 def round_half(x: float) -> int:
@@ -326,7 +398,8 @@ class FiarseSubmodel(nn.Module):
         self.model = model
         self._names = list(masks)
         for i, name in enumerate(self._names):
-            self.register_buffer(f"_mask{i}", masks[name].to(torch.bool).clone(), persistent=False)
+            # the plan's own mask tensors, shared read-only (a copy would only cost memory)
+            self.register_buffer(f"_mask{i}", masks[name].to(torch.bool), persistent=False)
         self.thresholds = dict(thresholds)
         self.gradient = gradient
 
