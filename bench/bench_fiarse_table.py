@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from machine import machine_info, machine_markdown  # noqa: E402  (bench/machine.py)
+
 OUT_MD = HERE / "bench_fiarse_table.md"
 OUT_JSON = HERE / "bench_fiarse_table.json"
 TIERS = "1,1/4,1/16,1/64"
@@ -92,32 +94,6 @@ def _run_one(job: dict) -> dict:
             for r in doc["rounds"] if r["global_accuracy"]
         ],
         "wall_time_s": doc["wall_time_s"],
-    }
-
-
-def _machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": usable,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
     }
 
 
@@ -211,10 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "bench": "fiarse_table",
         "command": command.strip(),
-        "machine": _machine(),
+        "machine": machine_info(),
         "setup": {
             "dataset": "mnist1d (4000 train / 1000 test, generated offline, data seed = run seed)",
             "model": args.model, "width": args.width, "clients": args.clients, "tiers": tiers,
+            "params": _param_count(args.model, model_kwargs),
             "alpha": args.alpha, "rounds": args.rounds, "local_steps": args.local_steps,
             "batch_size": args.batch_size, "lr": args.lr, "optimizer": "SGD momentum 0.9",
             "seeds": args.seeds, "workers": args.workers, "threads_per_worker": 1,
@@ -289,11 +266,7 @@ def _markdown(doc: dict, tiers: list[str]) -> str:
         "",
         "## Setup notes",
         "",
-        "* Model: cnn1d at width 3 (96 channels, 98k parameters). At width 1 (12k parameters) the "
-        "always-held norm parameters alone exceed 1/64 of the model, so FIARSE's 1/64 plan holds no "
-        "conv/linear weight at all; at width 2 it holds about 300, one of them in the classifier. Width 3 is the smallest "
-        "integer width at which the 1/64 plan of the initial model holds weights in every layer, and "
-        "it fits the CPU budget.",
+        _model_note(s),
         "* BatchNorm: before a submodel is evaluated, its BN statistics are recomputed on the "
         "clients' training data (HeteroFL's static BN; `bn_stats=\"recompute\"`, the simulation's "
         "default), the same for every method. Using the running statistics as aggregated instead cost "
@@ -305,14 +278,34 @@ def _markdown(doc: dict, tiers: list[str]) -> str:
         "* s/run: FIARSE trains a masked dense model, so every client pays the full model's compute "
         "(plus the masking); the structured methods train physically smaller models.",
         "",
-        f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, torch {m['torch']}, Python {m['python']}; "
-        f"{s['workers']} worker processes x {s['threads_per_worker']} thread; total wall time "
+        (machine_markdown(m) if "effective_cpus" in m else
+         f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, torch {m['torch']}, Python {m['python']}.")
+        + f" {s['workers']} worker processes x {s['threads_per_worker']} thread; total wall time "
         f"{doc['wall_time_s'] / 60:.1f} min.",
         "",
         f"Command: `{doc['command']}`",
         "",
     ]
     return "\n".join(lines)
+
+
+def _param_count(model: str, kwargs: dict) -> int:
+    from edge_sdk import models
+
+    return sum(p.numel() for p in models.create(model, **kwargs).parameters())
+
+
+def _model_note(setup: dict) -> str:
+    if setup["model"] == "cnn1d" and setup["width"] == 3.0:
+        return ("* Model: cnn1d at width 3 (96 channels, 98k parameters). At width 1 (12k parameters) the "
+        "always-held norm parameters alone exceed 1/64 of the model, so FIARSE's 1/64 plan holds no "
+        "conv/linear weight at all; at width 2 it holds about 300, one of them in the classifier. Width 3 is the smallest "
+        "integer width at which the 1/64 plan of the initial model holds weights in every layer, and "
+        "it fits the CPU budget.")
+    params = f" ({setup['params']:,} parameters)" if "params" in setup else ""
+    return (f"* Model: {setup['model']} at width {setup['width']}{params}: a scale check of the width-3 table "
+            "(bench_fiarse_table.md) with everything else the same. The smallest size holds about "
+            "1/64 of the parameters, so a wider model gives FIARSE's unstructured 1/64 plan more weights per layer.")
 
 
 def _mask_summary(doc: dict) -> list[str]:
