@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from edge_sdk.errors import InvalidInputError, PlanMismatchError
+from edge_sdk.errors import InvalidInputError, PlanMismatchError, SchemaVersionError
 from edge_sdk.submodel import _serial
 from edge_sdk.submodel._plan import SubmodelPlan
+from edge_sdk.submodel._value_planes import ZLIB_LEVEL, pack_values, unpack_values
 from edge_sdk.submodel.fiarse import GRADIENT_MODES, FiarseSubmodel
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 __all__ = ["Update", "train_local", "evaluate"]
 
 UPDATE_MAGIC = b"EDGEUPDT"
-UPDATE_VERSION = 1
+UPDATE_VERSION = 2
+READABLE_UPDATE_VERSIONS = (1, 2)  # 1: tensors raw; 2: values as compressed byte planes
 
 
 @dataclass
@@ -56,32 +58,54 @@ class Update:
 
     @property
     def index_bytes(self) -> int:
+        """Plan and header bytes, counted as if the values went raw (the version 1 layout), so
+        the figure does not depend on how well the values compress."""
         header, blobs = self._parts()
-        return _serial.packed_size(UPDATE_MAGIC, UPDATE_VERSION, header, blobs) - self.num_bytes
+        for name, t in self.tensors.items():
+            blobs[f"t:{name}"] = t
+        return _serial.packed_size(UPDATE_MAGIC, 1, header, blobs) - self.num_bytes
 
     def _parts(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         blobs: dict[str, torch.Tensor] = {}
         if self.plan is not None:
             blobs["plan"] = torch.frombuffer(bytearray(self.plan.to_bytes()), dtype=torch.uint8)
-        for name, t in self.tensors.items():
-            blobs[f"t:{name}"] = t
         header = {"strategy": self.strategy, "num_samples": int(self.num_samples),
                   "metrics": {k: float(v) for k, v in self.metrics.items()}}
         return header, blobs
 
     def to_bytes(self) -> bytes:
-        """Serialise without pickle: JSON header, the plan's bytes, then raw tensors."""
+        """Serialise without pickle: JSON header, the plan's bytes, then the tensor values
+        losslessly compressed (byte planes + zlib, :mod:`edge_sdk.submodel._value_planes`)."""
         header, blobs = self._parts()
+        header["values"], blob = pack_values(self.tensors, ZLIB_LEVEL)
+        blobs["values"] = torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob else torch.empty(0, dtype=torch.uint8)
         return _serial.pack(UPDATE_MAGIC, UPDATE_VERSION, header, blobs)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Update:
-        header, blobs = _serial.unpack(data, UPDATE_MAGIC, UPDATE_VERSION, "update")
+        """Inverse of :meth:`to_bytes`; also reads version 1 (raw tensors)."""
+        header, blobs, version = _unpack_any(data)
         plan = None
         if "plan" in blobs:
             plan = SubmodelPlan.from_bytes(blobs.pop("plan").numpy().tobytes())
-        tensors = {k[2:]: v for k, v in blobs.items() if k.startswith("t:")}
+        if version == 1:
+            tensors = {k[2:]: v for k, v in blobs.items() if k.startswith("t:")}
+        else:
+            tensors = unpack_values(header.get("values"), blobs.get("values"))
         return cls(header["strategy"], plan, tensors, int(header["num_samples"]), dict(header.get("metrics", {})))
+
+
+def _unpack_any(data: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor], int]:
+    last: SchemaVersionError | None = None
+    for version in sorted(READABLE_UPDATE_VERSIONS, reverse=True):
+        try:
+            header, blobs = _serial.unpack(data, UPDATE_MAGIC, version, "update")
+            return header, blobs, version
+        except SchemaVersionError as exc:
+            last = exc
+    assert last is not None
+    raise SchemaVersionError(f"{str(last).split(';')[0]}; this release reads update versions "
+                             f"{', '.join(map(str, READABLE_UPDATE_VERSIONS))}")
 
 
 def _batches(data: Iterable[Any], steps: int | None, epochs: int | None):

@@ -130,6 +130,29 @@ def test_update_bytes_round_trip(strategy):
     assert v.plan.to_bytes() == p.to_bytes()
     assert set(v.tensors) == set(u.tensors)
     assert all(torch.equal(v.tensors[n], u.tensors[n]) for n in u.tensors)
-    assert len(data) == u.num_bytes + u.index_bytes
+    assert 0 < u.index_bytes < len(data)
     with pytest.raises(SchemaError):
         Update.from_bytes(p.to_bytes())  # a plan is not an update
+
+
+def test_update_values_are_compressed_and_version_1_still_reads():
+    from edge_sdk import models
+    from edge_sdk.errors import SchemaVersionError
+    from edge_sdk.submodel import _serial
+    from edge_sdk.training import UPDATE_MAGIC
+
+    torch.manual_seed(0)
+    state = {n: t.detach().clone() for n, t in models.create("cnn1d", width=3).state_dict().items()}
+    u = Update("fedavg", None, state, 10, {"train_loss": 0.5})
+    data = u.to_bytes()
+    assert len(data) < 0.95 * u.num_bytes  # the exponent byte planes compress
+    v = Update.from_bytes(data)
+    assert set(v.tensors) == set(state)
+    assert all(v.tensors[n].dtype == t.dtype and torch.equal(v.tensors[n], t) for n, t in state.items())
+    header = {"strategy": "fedavg", "num_samples": 10, "metrics": {"train_loss": 0.5}}
+    old = _serial.pack(UPDATE_MAGIC, 1, header, {f"t:{n}": t for n, t in state.items()})
+    w = Update.from_bytes(old)
+    assert w.num_samples == 10 and all(torch.equal(w.tensors[n], t) for n, t in state.items())
+    future = _serial.pack(UPDATE_MAGIC, 3, header, {})
+    with pytest.raises(SchemaVersionError, match="reads update versions 1, 2"):
+        Update.from_bytes(future)
