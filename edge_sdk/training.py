@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edge_sdk.errors import InvalidInputError, PlanMismatchError, SchemaVersionError
+from edge_sdk.errors import InvalidInputError, PlanMismatchError
 from edge_sdk.submodel import _serial
 from edge_sdk.submodel._plan import SubmodelPlan
 from edge_sdk.submodel._value_planes import ZLIB_LEVEL, pack_values, unpack_values
@@ -84,7 +84,7 @@ class Update:
     @classmethod
     def from_bytes(cls, data: bytes) -> Update:
         """Inverse of :meth:`to_bytes`; also reads version 1 (raw tensors)."""
-        header, blobs, version = _unpack_any(data)
+        version, header, blobs = _serial.unpack_versions(data, UPDATE_MAGIC, READABLE_UPDATE_VERSIONS, "update")
         plan = None
         if "plan" in blobs:
             plan = SubmodelPlan.from_bytes(blobs.pop("plan").numpy().tobytes())
@@ -93,19 +93,6 @@ class Update:
         else:
             tensors = unpack_values(header.get("values"), blobs.get("values"))
         return cls(header["strategy"], plan, tensors, int(header["num_samples"]), dict(header.get("metrics", {})))
-
-
-def _unpack_any(data: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor], int]:
-    last: SchemaVersionError | None = None
-    for version in sorted(READABLE_UPDATE_VERSIONS, reverse=True):
-        try:
-            header, blobs = _serial.unpack(data, UPDATE_MAGIC, version, "update")
-            return header, blobs, version
-        except SchemaVersionError as exc:
-            last = exc
-    assert last is not None
-    raise SchemaVersionError(f"{str(last).split(';')[0]}; this release reads update versions "
-                             f"{', '.join(map(str, READABLE_UPDATE_VERSIONS))}")
 
 
 def _batches(data: Iterable[Any], steps: int | None, epochs: int | None):

@@ -34,6 +34,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edge_sdk.export.integer_check import producers_and_consumers
+
 __all__ = ["rewrite_for_quantization", "pad_stem_channels", "stem_space_to_depth", "flatten_channels_last",
            "rewrite_for_ort_layout"]
 
@@ -211,14 +213,7 @@ def pad_stem_channels(model: onnx.ModelProto, multiple: int = 4) -> tuple[onnx.M
 
 
 def _graph_maps(graph: onnx.GraphProto):
-    inits = {i.name: i for i in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output if o}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for i in n.input:
-            if i:
-                consumers.setdefault(i, []).append(n)
-    return inits, producer, consumers
+    return ({i.name: i for i in graph.initializer}, *producers_and_consumers(graph))
 
 
 def _replace_nodes(graph: onnx.GraphProto, at: onnx.NodeProto, new: list[onnx.NodeProto],

@@ -119,6 +119,17 @@ def _rule_type(node: onnx.NodeProto, out_index: int, types: dict[str, int]) -> i
     return 0
 
 
+def producers_and_consumers(graph: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
+    """The node producing each tensor name, and the nodes reading it."""
+    producer = {o: n for n in graph.node for o in n.output if o}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            if i:
+                consumers.setdefault(i, []).append(n)
+    return producer, consumers
+
+
 def check_integer_only(model: ModelLike) -> IntegerOnlyReport:
     """List every node that computes on float tensors inside the quantized region.
 
@@ -137,12 +148,7 @@ def check_integer_only(model: ModelLike) -> IntegerOnlyReport:
     graph_inputs = {i.name for i in graph.input} - initializers
     graph_outputs = {o.name for o in graph.output}
 
-    producer = {o: n for n in graph.node for o in n.output if o}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for i in n.input:
-            if i:
-                consumers.setdefault(i, []).append(n)
+    producer, consumers = producers_and_consumers(graph)
 
     def is_float(name: str) -> bool:
         return bool(name) and name not in static and types.get(name, 0) in FLOAT_TYPES

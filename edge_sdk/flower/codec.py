@@ -127,14 +127,10 @@ def _register_plan_kinds() -> None:
 
 def _unpack(data: bytes) -> tuple[int, dict[str, Any], dict[str, torch.Tensor]]:
     """``(version, header, blobs)`` of an encoded payload of any readable version."""
-    for version in sorted(READABLE_VERSIONS, reverse=True):
-        try:
-            header, blobs = _serial.unpack(data, PAYLOAD_MAGIC, version, "payload")
-            return version, header, blobs
-        except SchemaVersionError as exc:
-            last = exc
-    raise PayloadVersionError(f"{str(last).split(';')[0]}; this release reads payload versions "
-                              f"{', '.join(map(str, READABLE_VERSIONS))} (update edge-sdk on this node)")
+    try:
+        return _serial.unpack_versions(data, PAYLOAD_MAGIC, READABLE_VERSIONS, "payload")
+    except SchemaVersionError as exc:
+        raise PayloadVersionError(f"{exc} (update edge-sdk on this node)") from None
 
 
 def decode_payload(data: bytes) -> Payload:

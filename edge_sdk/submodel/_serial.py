@@ -86,6 +86,13 @@ def packed_size(magic: bytes, version: int, header: Mapping[str, Any], blobs: Ma
 
 def unpack(data: bytes, magic: bytes, version: int, what: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Inverse of :func:`pack`; raises SchemaError on anything malformed."""
+    return unpack_versions(data, magic, (version,), what)[1:]
+
+
+def unpack_versions(data: bytes, magic: bytes, versions: tuple[int, ...],
+                    what: str) -> tuple[int, dict[str, Any], dict[str, torch.Tensor]]:
+    """:func:`unpack` for any of ``versions``: ``(version, header, blobs)``; SchemaVersionError
+    names the version found and the ones this release reads."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SchemaError(f"{what}: expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -99,9 +106,10 @@ def unpack(data: bytes, magic: bytes, version: int, what: str) -> tuple[dict[str
         raise SchemaError(f"{what}: header is not valid JSON ({exc})") from exc
     if not isinstance(doc, dict) or "version" not in doc or "blobs" not in doc:
         raise SchemaError(f"{what}: header lacks 'version' or 'blobs'")
-    if doc["version"] != version:
-        raise SchemaVersionError(f"{what}: format version {doc['version']!r} is not readable; "
-                                 f"this release reads version {version}")
+    version = doc["version"]
+    if version not in versions:
+        raise SchemaVersionError(f"{what}: format version {version!r} is not readable; this release reads "
+                                 f"{what} version{'s' if len(versions) > 1 else ''} {', '.join(map(str, versions))}")
     base = start + hlen
     out: dict[str, torch.Tensor] = {}
     try:
@@ -125,4 +133,4 @@ def unpack(data: bytes, magic: bytes, version: int, what: str) -> tuple[dict[str
     except (KeyError, ValueError, TypeError, RuntimeError, zlib.error) as exc:
         raise SchemaError(f"{what}: malformed blob table ({exc})") from exc
     del doc["blobs"]
-    return doc, out
+    return version, doc, out
