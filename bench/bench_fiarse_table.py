@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -173,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
             "seconds_per_run": statistics.fmean(r["wall_time_s"] for r in rs),
         }
     margins = {}
-    fiarse_label = "fiarse (hard)" if "fiarse (hard)" in by_method else None
     for ref in ("heterofl", "fedrolex"):
         for fl in ("fiarse (hard)", "fiarse (surrogate)", "fiarse-structured"):
             if fl in by_method and ref in by_method:
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 mean, sd = _ms(diffs)
                 margins[f"{fl} - {ref}"] = {"per_seed": diffs, "mean": mean, "std": sd, "min": min(diffs)}
 
-    command = "/work/venv/bin/python bench/bench_fiarse_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python bench/bench_fiarse_table.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     doc = {
         "bench": "fiarse_table",
         "command": command.strip(),
@@ -201,12 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         "margins": margins,
         "runs": results,
     }
-    if fiarse_label:
-        doc["bar"] = {
-            "statement": "FIARSE's average global accuracy beats HeteroFL's and FedRolex's",
-            "passed": all(margins[f"{fiarse_label} - {ref}"]["mean"] > 0 for ref in ("heterofl", "fedrolex")
-                          if f"{fiarse_label} - {ref}" in margins),
-        }
+    bar = _bar(margins)
+    if bar:
+        doc["bar"] = bar
     out = Path(args.out)
     from edge_sdk._io import atomic_write_text
 
@@ -214,6 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out.with_suffix(".md"), _markdown(doc, tiers))
     print(_markdown(doc, tiers))
     return 0
+
+
+# the bar is judged on FIARSE as shipped: the default gradient mode (edge_sdk.submodel.fiarse)
+BAR_LABEL = "fiarse (surrogate)"
+
+
+def _bar(margins: dict) -> dict | None:
+    refs = [f"{BAR_LABEL} - {ref}" for ref in ("heterofl", "fedrolex") if f"{BAR_LABEL} - {ref}" in margins]
+    if not refs:
+        return None
+    return {"statement": f"FIARSE's average global accuracy ({BAR_LABEL}, the default) beats HeteroFL's and FedRolex's",
+            "passed": all(margins[r]["mean"] > 0 for r in refs)}
 
 
 def _log(res: dict) -> None:
@@ -254,8 +263,9 @@ def _markdown(doc: dict, tiers: list[str]) -> str:
     for name, mg in doc["margins"].items():
         per = ", ".join(f"{d * 100:+.2f}" for d in mg["per_seed"])
         lines.append(f"| {name} | {mg['mean'] * 100:+.2f} ± {mg['std'] * 100:.2f} | {per} | {mg['min'] * 100:+.2f} |")
-    if "bar" in doc:
-        lines += ["", f"Bar ({doc['bar']['statement']}): **{'passed' if doc['bar']['passed'] else 'FAILED'}**."]
+    bar = _bar(doc["margins"])
+    if bar:
+        lines += ["", f"Bar ({bar['statement']}): **{'passed' if bar['passed'] else 'FAILED'}**."]
     mask_lines = _mask_summary(doc)
     if mask_lines:
         lines += ["", "## Where FIARSE's smallest submodel sits", "",

@@ -108,7 +108,7 @@ class SimulationConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     seed: int = 0
-    fiarse_gradient: str = "hard"
+    fiarse_gradient: str = "surrogate"
     client_fraction: float = 1.0  # share of clients sampled each round
     eval_every: int = 1  # evaluate the global model per tier every N rounds (and at the end)
     lora_rank: int = 8  # fedra only

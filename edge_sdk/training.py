@@ -146,15 +146,15 @@ def train_local(
     lr: float = 0.05,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
-    fiarse_gradient: str = "hard",
+    fiarse_gradient: str = "surrogate",
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     num_samples: int | None = None,
 ) -> Update:
     """Train ``submodel`` (from ``plan.extract``) with SGD and return the client's Update.
 
     Give ``steps`` (optimizer steps, cycling through ``data``) or ``epochs`` (passes; 1 if
-    neither is given). ``fiarse_gradient`` selects the FIARSE gradient mode ("hard", the
-    default, or "surrogate"; see :mod:`edge_sdk.submodel.fiarse`). ``num_samples`` (the
+    neither is given). ``fiarse_gradient`` selects the FIARSE gradient mode ("surrogate",
+    the default, or "hard"; see :mod:`edge_sdk.submodel.fiarse`). ``num_samples`` (the
     aggregation weight) defaults to ``len(data.dataset)`` when there is one, else to the
     number of samples in the first pass over ``data``.
     """

@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     p.add_argument("--client-fraction", type=float, default=1.0, metavar="F",
                    help="share of clients sampled each round (default 1: all)")
-    p.add_argument("--fiarse-gradient", default="hard", metavar="MODE",
-                   help="fiarse only: hard-mask gradient or the paper's surrogate (default hard)")
+    p.add_argument("--fiarse-gradient", default="surrogate", metavar="MODE",
+                   help="fiarse only: the paper's surrogate gradient (default) or the hard mask's")
     p.add_argument("--bn-stats", default="recompute", metavar="MODE",
                    help="BatchNorm statistics when evaluating a submodel: recompute (on the clients' "
                         "training data, HeteroFL's static BN; default) or aggregated")

@@ -154,7 +154,7 @@ class RunSettings:
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
-    fiarse_gradient: str = "hard"
+    fiarse_gradient: str = "surrogate"
     lora_rank: int = 8
     ladder: tuple[float, ...] = field(default_factory=lambda: parse_ladder(DEFAULT_LADDER))
     min_nodes: int = 1
