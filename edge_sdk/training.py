@@ -22,7 +22,7 @@ from torch import nn
 from edge_sdk.errors import InvalidInputError, PlanMismatchError
 from edge_sdk.submodel import _serial
 from edge_sdk.submodel._plan import SubmodelPlan
-from edge_sdk.submodel._value_planes import ZLIB_LEVEL, pack_values, unpack_values
+from edge_sdk.submodel._value_planes import ZLIB_LEVEL, pack_values, read_tensors
 from edge_sdk.submodel.fiarse import GRADIENT_MODES, FiarseSubmodel
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,7 @@ class Update:
         """Serialise without pickle: JSON header, the plan's bytes, then the tensor values
         losslessly compressed (byte planes + zlib, :mod:`edge_sdk.submodel._value_planes`)."""
         header, blobs = self._parts()
-        header["values"], blob = pack_values(self.tensors, ZLIB_LEVEL)
-        blobs["values"] = torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob else torch.empty(0, dtype=torch.uint8)
+        header["values"], blobs["values"] = pack_values(self.tensors, ZLIB_LEVEL)
         return _serial.pack(UPDATE_MAGIC, UPDATE_VERSION, header, blobs)
 
     @classmethod
@@ -88,10 +87,7 @@ class Update:
         plan = None
         if "plan" in blobs:
             plan = SubmodelPlan.from_bytes(blobs.pop("plan").numpy().tobytes())
-        if version == 1:
-            tensors = {k[2:]: v for k, v in blobs.items() if k.startswith("t:")}
-        else:
-            tensors = unpack_values(header.get("values"), blobs.get("values"))
+        tensors = read_tensors(version, header, blobs)
         return cls(header["strategy"], plan, tensors, int(header["num_samples"]), dict(header.get("metrics", {})))
 
 

@@ -27,7 +27,7 @@ from edge_sdk.flower._errors import PayloadError, PayloadVersionError
 from edge_sdk.errors import SchemaError, SchemaVersionError
 from edge_sdk.submodel import _serial
 from edge_sdk.submodel._plan import SubmodelPlan
-from edge_sdk.submodel._value_planes import ZLIB_LEVEL, pack_values, unpack_values
+from edge_sdk.submodel._value_planes import ZLIB_LEVEL, pack_values, read_tensors
 
 __all__ = [
     "Payload",
@@ -96,11 +96,9 @@ def encode_payload(payload: Payload, *, level: int = ZLIB_LEVEL) -> bytes:
     if payload.plan is not None:
         blobs["plan"] = torch.frombuffer(bytearray(payload.plan.to_bytes()), dtype=torch.uint8)
     try:
-        values, blob = pack_values(payload.tensors, level)
+        values, blobs["values"] = pack_values(payload.tensors, level)
     except SchemaError as exc:
         raise PayloadError(f"payload: {exc}") from exc
-    blobs["values"] = (torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob
-                       else torch.empty(0, dtype=torch.uint8))
     header = {
         "strategy": payload.strategy,
         "round": int(payload.round),
@@ -142,10 +140,7 @@ def decode_payload(data: bytes) -> Payload:
         plan = None
         if "plan" in blobs:
             plan = SubmodelPlan.from_bytes(blobs.pop("plan").numpy().tobytes())
-        if version == 1:
-            tensors = {k[2:]: v for k, v in blobs.items() if k.startswith("t:")}
-        else:
-            tensors = unpack_values(header.get("values"), blobs.get("values"))
+        tensors = read_tensors(version, header, blobs)
         fill = str(header.get("fill", "held"))
         if fill not in FILLS:
             raise PayloadError(f"payload: unknown fill {fill!r}; known: {', '.join(FILLS)}")

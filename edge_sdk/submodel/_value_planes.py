@@ -18,7 +18,7 @@ import torch
 from edge_sdk.errors import SchemaError
 from edge_sdk.submodel import _serial
 
-__all__ = ["VALUES_CODEC", "ZLIB_LEVEL", "pack_values", "unpack_values"]
+__all__ = ["VALUES_CODEC", "ZLIB_LEVEL", "pack_values", "read_tensors", "unpack_values"]
 
 VALUES_CODEC = "shuffle-zlib"
 # zlib level 1: on resnet18 (full model and a FIARSE 1/16 share) levels 2/3/6 shrink the
@@ -53,8 +53,8 @@ def _flat_bytes(tensors: list[torch.Tensor]) -> tuple[np.ndarray, int]:
     return flat.view(torch.uint8).numpy().reshape(-1, size), size
 
 
-def pack_values(tensors: dict[str, torch.Tensor], level: int) -> tuple[dict[str, Any], bytes]:
-    """The values header entry and the one blob holding every group's byte planes."""
+def pack_values(tensors: dict[str, torch.Tensor], level: int) -> tuple[dict[str, Any], torch.Tensor]:
+    """The values header entry and the one uint8 blob holding every group's byte planes."""
     names = _serial._NAMES
     groups: dict[torch.dtype, list[str]] = {}
     table = []
@@ -76,7 +76,8 @@ def pack_values(tensors: dict[str, torch.Tensor], level: int) -> tuple[dict[str,
             layout.append([codec, len(data) if isinstance(data, bytes) else int(data.size)])
         meta.append({"dtype": names[dtype], "count": int(rows.shape[0]), "planes": layout})
     blob = b"".join(c if isinstance(c, bytes) else c.tobytes() for c in chunks)
-    return {"codec": VALUES_CODEC, "groups": meta, "tensors": table}, blob
+    data = torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob else torch.empty(0, dtype=torch.uint8)
+    return {"codec": VALUES_CODEC, "groups": meta, "tensors": table}, data
 
 
 def _inflate(chunk: Any, size: int, where: str) -> bytes:
@@ -88,6 +89,14 @@ def _inflate(chunk: Any, size: int, where: str) -> bytes:
     if len(out) != size or not d.eof or d.unconsumed_tail or d.unused_data:
         raise SchemaError(f"values: {where} does not inflate to its {size} bytes")
     return out
+
+
+def read_tensors(version: int, header: dict[str, Any], blobs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of an unpacked container: version 1 kept each raw as a ``t:NAME`` blob,
+    later versions pack them with :func:`pack_values` (header ``values``, blob ``values``)."""
+    if version == 1:
+        return {k[2:]: v for k, v in blobs.items() if k.startswith("t:")}
+    return unpack_values(header.get("values"), blobs.get("values"))
 
 
 def unpack_values(values: Any, blob: torch.Tensor | None) -> dict[str, torch.Tensor]:
