@@ -185,27 +185,15 @@ def _band_kth(band: _Band, k: int) -> float:
     return float(np.partition(cand, cand.size - need)[cand.size - need])
 
 
-def _kth_largest(values: list[np.ndarray], k: int) -> float:
-    """Exact k-th largest (1-based) magnitude of values spread over several arrays.
-
-    The sampled band (:func:`_sampled_band`) narrows the selection to the few magnitudes
-    inside it; if it misses, the radix select gives the same exact answer more slowly. Each
-    pass works one tensor at a time (no concatenation of millions of values) with numpy, whose
-    comparisons and compaction are several times faster than torch's on CPU, on torch's
-    thread count.
-    """
-    flat = [v.reshape(-1) for v in values]
-    band = _sampled_band(flat, k)
-    if band is None:
-        return _kth_largest_exact([np.abs(v) for v in flat], k)
-    return _band_kth(band, k)
-
-
 def _top_masks(values: list[np.ndarray], k: int) -> tuple[list[torch.Tensor], float]:
     """Masks of exactly the ``k`` largest magnitudes over all arrays (ties by position) and tau.
 
-    With a sampled band the masks come out of the same pass that finds tau: everything at or
-    above ``hi``, plus the band's magnitudes above tau, plus ties at tau in position order.
+    The sampled band (:func:`_sampled_band`) narrows the search for tau to the few
+    magnitudes inside it, and the masks come out of the same pass: everything at or above
+    ``hi``, plus the band's magnitudes above tau, plus ties at tau in position order. If the
+    band misses, the radix select finds the same tau more slowly. Each pass works one tensor
+    at a time (no concatenation of millions of values) with numpy, whose comparisons and
+    compaction are several times faster than torch's on CPU, on torch's thread count.
     """
     n = sum(v.size for v in values)
     if k <= 0:
