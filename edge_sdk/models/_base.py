@@ -16,7 +16,12 @@ __all__ = [
     "check_positive_float",
     "check_choice",
     "check_bool",
+    "check_patches",
+    "image_input_shape",
+    "Options",
 ]
+
+Options = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -85,3 +90,20 @@ def check_bool(model: str, arg: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise InvalidInputError(f"{model}: {arg}={value!r} is not accepted; expected True or False")
     return value
+
+
+def check_patches(model: str, o: Options) -> tuple[int, int, int]:
+    """``(img_size, patch_size, in_channels)`` of a patch-embedding model, whose patches
+    must tile the image."""
+    img = check_positive_int(model, "img_size", o["img_size"])
+    patch = check_positive_int(model, "patch_size", o["patch_size"])
+    if img % patch:
+        raise InvalidInputError(
+            f"{model}: patch_size={patch} does not divide img_size={img}; expected a divisor"
+        )
+    return img, patch, check_positive_int(model, "in_channels", o["in_channels"])
+
+
+def image_input_shape(o: Options) -> tuple[int, ...]:
+    """``(in_channels, img_size, img_size)``: the input of every square-image model."""
+    return (o["in_channels"], o["img_size"], o["img_size"])

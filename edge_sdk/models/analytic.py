@@ -1,4 +1,8 @@
-"""Closed-form FLOP counts of the reference models, from ``model.config`` alone.
+"""Closed-form FLOP counts of registered models, from ``model.config`` alone.
+
+Each model's formula sits beside its builder (``register_model(flops=...)``) and is built from
+the term helpers here; a model registered without one is still usable everywhere, only
+:func:`analytic_flops` refuses it (:func:`formula_names` lists the models that have one).
 
 An independent check of :func:`edge_sdk.profiler.count_flops`, with its conventions (those of
 ``torch.utils.flop_counter.FlopCounterMode``): one multiply-add = 2 FLOPs; matmuls,
@@ -22,11 +26,18 @@ from dataclasses import dataclass
 from torch import nn
 
 from edge_sdk.errors import InvalidInputError
-from edge_sdk.models._base import ModelConfig, scaled
-from edge_sdk.models._registry import CNN1D_BASE, mixer_dims, resnet_channels, vit_dims
-from edge_sdk.models.cnn1d import conv1d_out_length
+from edge_sdk.models._base import ModelConfig
+from edge_sdk.models._registry import entry, names
 
-__all__ = ["analytic_flops", "Term", "analytic_terms"]
+__all__ = [
+    "analytic_flops",
+    "analytic_terms",
+    "formula_names",
+    "Term",
+    "linear_term",
+    "conv_term",
+    "attention_term",
+]
 
 ATTENTION_FORWARD_FACTOR = 4  # x b*h*s_q*s_k*d
 ATTENTION_BACKWARD_FACTOR = 10  # torch.utils.flop_counter.sdpa_backward_flop_count
@@ -46,104 +57,35 @@ def _layer(name: str, fwd: int, reads_raw_input: bool = False) -> Term:
     return Term(name, fwd, fwd if reads_raw_input else 2 * fwd)
 
 
-def _linear(name: str, rows: int, n_in: int, n_out: int) -> Term:
-    return _layer(name, 2 * rows * n_in * n_out)
+def linear_term(name: str, rows: int, n_in: int, n_out: int, first: bool = False) -> Term:
+    """A Linear applied to ``rows`` vectors; ``first`` as in :func:`conv_term`."""
+    return _layer(name, 2 * rows * n_in * n_out, first)
 
 
-def _conv(
+def conv_term(
     name: str, batch: int, out_spatial: int, c_out: int, c_in: int, kernel: int, first: bool = False
 ) -> Term:
+    """A convolution; ``out_spatial`` and ``kernel`` are products over the spatial axes;
+    ``first`` marks the layer reading the raw input (no grad_input)."""
     return _layer(name, 2 * batch * out_spatial * c_out * c_in * kernel, first)
 
 
-def _attention(name: str, b: int, h: int, s: int, d: int) -> Term:
+def attention_term(name: str, b: int, h: int, s: int, d: int) -> Term:
+    """Scaled-dot-product self-attention over ``s`` tokens, ``h`` heads of size ``d``."""
     base = b * h * s * s * d
     return Term(name, ATTENTION_FORWARD_FACTOR * base, ATTENTION_BACKWARD_FACTOR * base)
 
 
-def _resnet(cfg: ModelConfig, b: int) -> list[Term]:
-    chans = resnet_channels(cfg.name, cfg.width)
-    c_in, size, _ = cfg.input_shape
-    terms = [_conv("conv1", b, size * size, chans[0], c_in, 9, first=True)]
-    c_in = chans[0]
-    for i, planes in enumerate(chans):
-        for j in range(cfg.depth):
-            stride = 2 if (i > 0 and j == 0) else 1
-            out = (size - 1) // stride + 1  # 3x3 pad 1 and 1x1 pad 0 give the same size
-            p = f"layers.{i}.{j}"
-            terms.append(_conv(f"{p}.conv1", b, out * out, planes, c_in, 9))
-            terms.append(_conv(f"{p}.conv2", b, out * out, planes, planes, 9))
-            if stride != 1 or c_in != planes:
-                terms.append(_conv(f"{p}.shortcut.0", b, out * out, planes, c_in, 1))
-            c_in, size = planes, out
-    terms.append(_linear("fc", b, c_in, cfg.num_classes))
-    return terms
-
-
-def _cnn1d(cfg: ModelConfig, b: int) -> list[Term]:
-    c = scaled(CNN1D_BASE, cfg.width)
-    k = cfg.options["kernel_size"]
-    c_in, length = cfg.input_shape
-    terms = []
-    for i in range(cfg.depth):
-        length = conv1d_out_length(length, k)
-        terms.append(_conv(f"features.{i}", b, length, c, c_in, k, first=i == 0))
-        c_in = c
-    terms.append(_linear("fc", b, c * length, cfg.num_classes))
-    return terms
-
-
-def _vit(cfg: ModelConfig, b: int) -> list[Term]:
-    heads, head_dim, hidden = vit_dims(cfg.width, cfg.options)
-    dim = heads * head_dim
-    c_in, img, _ = cfg.input_shape
-    p = cfg.options["patch_size"]
-    n = (img // p) ** 2
-    t = n + 1  # + cls token
-    terms = [_conv("patch_embed.proj", b, n, dim, c_in, p * p, first=True)]
-    for i in range(cfg.depth):
-        terms += [
-            _linear(f"blocks.{i}.attn.qkv", b * t, dim, 3 * dim),
-            _attention(f"blocks.{i}.attn.sdpa", b, heads, t, head_dim),
-            _linear(f"blocks.{i}.attn.proj", b * t, dim, dim),
-            _linear(f"blocks.{i}.mlp.fc1", b * t, dim, hidden),
-            _linear(f"blocks.{i}.mlp.fc2", b * t, hidden, dim),
-        ]
-    terms.append(_linear("head", b, dim, cfg.num_classes))
-    return terms
-
-
-def _mixer(cfg: ModelConfig, b: int) -> list[Term]:
-    dim, tok, ch = mixer_dims(cfg.width)
-    c_in, img, _ = cfg.input_shape
-    p = cfg.options["patch_size"]
-    n = (img // p) ** 2
-    terms = [_conv("patch_embed.proj", b, n, dim, c_in, p * p, first=True)]
-    for i in range(cfg.depth):
-        terms += [
-            _linear(f"blocks.{i}.token_mlp.fc1", b * dim, n, tok),
-            _linear(f"blocks.{i}.token_mlp.fc2", b * dim, tok, n),
-            _linear(f"blocks.{i}.channel_mlp.fc1", b * n, dim, ch),
-            _linear(f"blocks.{i}.channel_mlp.fc2", b * n, ch, dim),
-        ]
-    terms.append(_linear("head", b, dim, cfg.num_classes))
-    return terms
-
-
-_FORMULAS = {
-    "resnet18": _resnet,
-    "resnet8": _resnet,
-    "cnn1d": _cnn1d,
-    "vit_tiny": _vit,
-    "mixer_tiny": _mixer,
-}
+def formula_names() -> list[str]:
+    """Registered models with a closed-form formula; count the others with ``count_flops``."""
+    return [n for n in names() if entry(n).flops is not None]
 
 
 def _config(model: nn.Module | ModelConfig) -> ModelConfig:
     if isinstance(model, ModelConfig):
         return model
     cfg = getattr(model, "config", None)
-    if not isinstance(cfg, ModelConfig) or cfg.name not in _FORMULAS:
+    if not isinstance(cfg, ModelConfig) or cfg.name not in names():
         raise InvalidInputError(
             f"analytic_flops: {type(model).__name__} has no reference-model config; "
             "expected a model from edge_sdk.models.create"
@@ -164,7 +106,13 @@ def analytic_terms(model: nn.Module | ModelConfig, batch_size: int) -> list[Term
             f"analytic_flops: batch_size={batch_size!r} is not accepted; expected an integer >= 1"
         )
     cfg = _config(model)
-    return _FORMULAS[cfg.name](cfg, batch_size)
+    formula = entry(cfg.name).flops
+    if formula is None:
+        raise InvalidInputError(
+            f"analytic_flops: model {cfg.name!r} registers no FLOP formula; count it with "
+            f"edge_sdk.profiler.count_flops (models with one: {', '.join(formula_names())})"
+        )
+    return formula(cfg, batch_size)
 
 
 def analytic_flops(model: nn.Module | ModelConfig, batch_size: int, *, backward: bool = False) -> int:

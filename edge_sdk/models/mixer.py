@@ -5,9 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edge_sdk.models.vit import Mlp, PatchEmbed
+from edge_sdk.models._base import ModelConfig, Options, check_patches, image_input_shape, scaled
+from edge_sdk.models._registry import register_model
+from edge_sdk.models.analytic import Term, linear_term
+from edge_sdk.models.vit import Mlp, PatchEmbed, patch_model_terms
 
-__all__ = ["MixerBlock", "MLPMixer"]
+__all__ = ["MixerBlock", "MLPMixer", "mixer_dims"]
+
+MIXER_BASE = (128, 64, 512)  # hidden, token MLP, channel MLP at width 1
 
 
 class MixerBlock(nn.Module):
@@ -51,3 +56,41 @@ class MLPMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(self.blocks(self.patch_embed(x)))
         return self.head(x.mean(dim=1))
+
+
+def mixer_dims(width: float) -> tuple[int, int, int]:
+    """(hidden, token_hidden, channel_hidden)."""
+    return tuple(scaled(c, width) for c in MIXER_BASE)  # type: ignore[return-value]
+
+
+def _check(name: str, o: Options) -> Options:
+    img, patch, cin = check_patches(name, o)
+    return {"img_size": img, "patch_size": patch, "in_channels": cin}
+
+
+def _flops(cfg: ModelConfig, b: int) -> list[Term]:
+    dim, tok, ch = mixer_dims(cfg.width)
+
+    def block(prefix: str, n: int) -> list[Term]:
+        return [
+            linear_term(f"{prefix}.token_mlp.fc1", b * dim, n, tok),
+            linear_term(f"{prefix}.token_mlp.fc2", b * dim, tok, n),
+            linear_term(f"{prefix}.channel_mlp.fc1", b * n, dim, ch),
+            linear_term(f"{prefix}.channel_mlp.fc2", b * n, ch, dim),
+        ]
+
+    return patch_model_terms(cfg, b, dim, block)
+
+
+@register_model(
+    "mixer_tiny",
+    description="small MLP-Mixer: patch 4, hidden 128, token MLP 64, channel MLP 512",
+    default_depth=4,
+    defaults={"img_size": 32, "patch_size": 4, "in_channels": 3},
+    input_shape=image_input_shape,
+    check=_check,
+    flops=_flops,
+)
+def mixer_tiny(cfg: ModelConfig) -> MLPMixer:
+    dim, token_hidden, channel_hidden = mixer_dims(cfg.width)
+    return MLPMixer(dim, token_hidden, channel_hidden, cfg.depth, cfg.num_classes, **cfg.options)

@@ -7,11 +7,35 @@ shape-preserving :class:`ViTBlock` s), so a model can be built from a subset of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PatchEmbed", "TokenBatchNorm", "Attention", "Mlp", "ViTBlock", "VisionTransformer"]
+from edge_sdk.models._base import (
+    ModelConfig,
+    Options,
+    check_choice,
+    check_patches,
+    check_positive_float,
+    check_positive_int,
+    image_input_shape,
+)
+from edge_sdk.models._registry import register_model
+from edge_sdk.models.analytic import Term, attention_term, conv_term, linear_term
+
+__all__ = [
+    "PatchEmbed",
+    "TokenBatchNorm",
+    "Attention",
+    "Mlp",
+    "ViTBlock",
+    "VisionTransformer",
+    "vit_dims",
+]
+
+VIT_BASE_EMBED = 192  # default 3 heads x head_dim 64
 
 
 class PatchEmbed(nn.Module):
@@ -132,3 +156,76 @@ class VisionTransformer(nn.Module):
         x = torch.cat([cls, x], dim=1) + self.pos_embed
         x = self.norm(self.blocks(x))
         return self.head(x[:, 0])
+
+
+def vit_dims(width: float, opts: Options) -> tuple[int, int, int]:
+    """(heads, head_dim, mlp_hidden): head count fixed, head_dim = round(192*width/heads) >= 1."""
+    heads = opts["heads"]
+    head_dim = max(1, int(round(VIT_BASE_EMBED * width / heads)))
+    mlp_hidden = max(1, int(round(heads * head_dim * opts["mlp_ratio"])))
+    return heads, head_dim, mlp_hidden
+
+
+def _check(name: str, o: Options) -> Options:
+    img, patch, cin = check_patches(name, o)
+    return {
+        "img_size": img,
+        "patch_size": patch,
+        "in_channels": cin,
+        "heads": check_positive_int(name, "heads", o["heads"]),
+        "mlp_ratio": check_positive_float(name, "mlp_ratio", o["mlp_ratio"]),
+        "norm": check_choice(name, "norm", o["norm"], ("layernorm", "batchnorm")),
+        "act": check_choice(name, "act", o["act"], ("gelu", "relu")),
+    }
+
+
+def patch_model_terms(
+    cfg: ModelConfig, b: int, dim: int, block_terms: Callable[[str, int], list[Term]]
+) -> list[Term]:
+    """FLOP terms of patch embedding -> ``cfg.depth`` blocks -> head on ``dim`` features, the
+    frame the ViT and the Mixer share; ``block_terms(prefix, patches)`` gives one block's."""
+    c_in, img, _ = cfg.input_shape
+    p = cfg.options["patch_size"]
+    n = (img // p) ** 2
+    terms = [conv_term("patch_embed.proj", b, n, dim, c_in, p * p, first=True)]
+    for i in range(cfg.depth):
+        terms += block_terms(f"blocks.{i}", n)
+    terms.append(linear_term("head", b, dim, cfg.num_classes))
+    return terms
+
+
+def _flops(cfg: ModelConfig, b: int) -> list[Term]:
+    heads, head_dim, hidden = vit_dims(cfg.width, cfg.options)
+    dim = heads * head_dim
+
+    def block(prefix: str, n: int) -> list[Term]:
+        t = n + 1  # + cls token
+        return [
+            linear_term(f"{prefix}.attn.qkv", b * t, dim, 3 * dim),
+            attention_term(f"{prefix}.attn.sdpa", b, heads, t, head_dim),
+            linear_term(f"{prefix}.attn.proj", b * t, dim, dim),
+            linear_term(f"{prefix}.mlp.fc1", b * t, dim, hidden),
+            linear_term(f"{prefix}.mlp.fc2", b * t, hidden, dim),
+        ]
+
+    return patch_model_terms(cfg, b, dim, block)
+
+
+@register_model(
+    "vit_tiny",
+    description="tiny ViT: patch 4 (64 tokens + cls), embed 192, 3 heads, MLP ratio 4",
+    default_depth=6,
+    defaults={"img_size": 32, "patch_size": 4, "in_channels": 3, "heads": 3, "mlp_ratio": 4.0,
+              "norm": "layernorm", "act": "gelu"},
+    input_shape=image_input_shape,
+    check=_check,
+    flops=_flops,
+)  # fmt: skip
+def vit_tiny(cfg: ModelConfig) -> VisionTransformer:
+    o = cfg.options
+    heads, head_dim, mlp_hidden = vit_dims(cfg.width, o)
+    return VisionTransformer(
+        heads, head_dim, cfg.depth, mlp_hidden, cfg.num_classes,
+        img_size=o["img_size"], patch_size=o["patch_size"], in_channels=o["in_channels"],
+        norm=o["norm"], act=o["act"],
+    )  # fmt: skip
