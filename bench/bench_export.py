@@ -179,7 +179,7 @@ def batch1_detail(model: nn.Module, calib: np.ndarray, x: np.ndarray, int8_path:
 
 
 def bench_model(name: str, model: nn.Module, data, tmp: str, quick: bool) -> dict:
-    from edge_sdk.export import to_int_onnx, to_qonnx
+    from edge_sdk.export import BrevitasExportConfig, to_int_onnx, to_qonnx
 
     x_tr, y_tr, x_te, y_te = data
     calib = x_tr[:256]
@@ -214,9 +214,9 @@ def bench_model(name: str, model: nn.Module, data, tmp: str, quick: bool) -> dic
     row["qonnx"] = {}
     for wb, ab in ((4, 4), (8, 8)):
         t0 = time.perf_counter()
-        q = to_qonnx(model, calib, os.path.join(tmp, f"{name}.w{wb}a{ab}.onnx"), weight_bits=wb, act_bits=ab,
-                     eval_data=(x_te, y_te), verify_samples=4 if quick else 16,
-                     tolerance_steps=float("inf"))  # record the error; the bar judges it
+        config = BrevitasExportConfig(weight_bits=wb, act_bits=ab, verify_samples=4 if quick else 16,
+                                      tolerance_steps=float("inf"))  # record the error; the bar judges it
+        q = to_qonnx(model, calib, os.path.join(tmp, f"{name}.w{wb}a{ab}.onnx"), config, eval_data=(x_te, y_te))
         row["qonnx"][f"W{wb}A{ab}"] = {
             "verified_samples": q.extra["verified_samples"],
             "max_abs_diff_vs_brevitas": q.extra["qonnx_vs_brevitas_max_abs"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -13,7 +14,7 @@ from torch import nn
 
 from edge_sdk import hw_profiles, models
 from edge_sdk.errors import HardwareProfileError, InvalidInputError, UnsupportedOpError
-from edge_sdk.export import estimate_fpga, to_qcdq, to_qonnx
+from edge_sdk.export import BrevitasExportConfig, estimate_fpga, to_qcdq, to_qonnx
 from export_helpers import digits, tiny_cnn, train
 
 
@@ -35,8 +36,8 @@ def trained(data):
 def test_qonnx_w4a4_matches_brevitas_within_one_step(trained, data, tmp_path):
     x, y = data
     out = tmp_path / "w4a4.onnx"
-    report = to_qonnx(trained, x[:128], out, weight_bits=4, act_bits=4,
-                      eval_data=(x[1200:1400], y[1200:1400]), verify_samples=6)
+    report = to_qonnx(trained, x[:128], out, BrevitasExportConfig(weight_bits=4, act_bits=4, verify_samples=6),
+                      eval_data=(x[1200:1400], y[1200:1400]))
     assert report.format == "qonnx" and out.stat().st_size == report.file_bytes
     assert report.extra["verified_samples"] == 6
     assert report.max_abs_error_steps is not None and report.max_abs_error_steps <= 1.0 + 1e-4
@@ -51,8 +52,8 @@ def test_qonnx_w4a4_matches_brevitas_within_one_step(trained, data, tmp_path):
 
 def test_qonnx_power_of_two_per_tensor(trained, data, tmp_path):
     x, _ = data
-    report = to_qonnx(trained, x[:64], tmp_path / "p2.onnx", weight_bits=8, act_bits=8,
-                      per_channel=False, pow2_scales=True, verify_samples=3)
+    config = BrevitasExportConfig(weight_bits=8, act_bits=8, per_channel=False, pow2_scales=True, verify_samples=3)
+    report = to_qonnx(trained, x[:64], tmp_path / "p2.onnx", config)
     finn = report.extra["finn"]
     assert finn["power_of_two_scales"] and finn["weight_scales"] == ["per-tensor"]
     assert report.max_abs_error_steps <= 1.0 + 1e-4
@@ -60,10 +61,10 @@ def test_qonnx_power_of_two_per_tensor(trained, data, tmp_path):
 
 def test_short_qat_fine_tune_recovers_low_bit_accuracy(trained, data, tmp_path):
     x, y = data
-    common = dict(weight_bits=3, act_bits=3, eval_data=(x[1200:], y[1200:]), verify_samples=2)
-    ptq = to_qonnx(trained, x[:128], tmp_path / "ptq.onnx", **common)
-    qat = to_qonnx(trained, x[:128], tmp_path / "qat.onnx", qat_data=(x[:1200], y[:1200]),
-                   qat_epochs=3, qat_lr=5e-3, **common)
+    config = BrevitasExportConfig(weight_bits=3, act_bits=3, verify_samples=2)
+    ptq = to_qonnx(trained, x[:128], tmp_path / "ptq.onnx", config, eval_data=(x[1200:], y[1200:]))
+    qat = to_qonnx(trained, x[:128], tmp_path / "qat.onnx", replace(config, qat_epochs=3, qat_lr=5e-3),
+                   eval_data=(x[1200:], y[1200:]), qat_data=(x[:1200], y[:1200]))
     assert qat.extra["qat_epochs"] == 3 and ptq.extra["qat_epochs"] == 0
     assert qat.accuracy_int > ptq.accuracy_int
     assert qat.max_abs_error_steps <= 1.0 + 1e-4  # the fine-tuned graph still matches Brevitas
@@ -72,7 +73,7 @@ def test_short_qat_fine_tune_recovers_low_bit_accuracy(trained, data, tmp_path):
 def test_qcdq_runs_in_onnxruntime(trained, data, tmp_path):
     x, y = data
     out = tmp_path / "qcdq.onnx"
-    report = to_qcdq(trained, x[:128], out, weight_bits=8, act_bits=8,
+    report = to_qcdq(trained, x[:128], out, BrevitasExportConfig(weight_bits=8, act_bits=8),
                      eval_data=(x[1200:1400], y[1200:1400]))
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert sess.run(None, {sess.get_inputs()[0].name: x[:1]})[0].shape == (1, 10)
@@ -86,9 +87,9 @@ def test_qcdq_runs_in_onnxruntime(trained, data, tmp_path):
 def test_bits_out_of_range_and_unsupported_layer(trained, tmp_path):
     x = np.zeros((4, 1, 8, 8), np.float32)
     with pytest.raises(InvalidInputError, match="weight_bits=9 is out of range for qcdq"):
-        to_qcdq(trained, x, tmp_path / "a.onnx", weight_bits=9)
+        to_qcdq(trained, x, tmp_path / "a.onnx", BrevitasExportConfig(weight_bits=9))
     with pytest.raises(InvalidInputError, match="act_bits=1 is out of range for qonnx"):
-        to_qonnx(trained, x, tmp_path / "a.onnx", act_bits=1)
+        to_qonnx(trained, x, tmp_path / "a.onnx", BrevitasExportConfig(act_bits=1))
     vit = models.create("vit_tiny", width=0.25, depth=1)
     with pytest.raises(UnsupportedOpError, match=r"layer 'blocks\.0\.norm1' \(LayerNorm\)"):
         to_qonnx(vit, np.zeros((2, 3, 32, 32), np.float32), tmp_path / "v.onnx")
@@ -165,7 +166,7 @@ def test_estimate_fits_and_budget_and_bad_target():
 def test_estimate_from_an_exported_onnx_matches_the_torch_model(trained, data, tmp_path):
     x, _ = data
     path = tmp_path / "q.onnx"
-    to_qonnx(trained, x[:32], path, weight_bits=4, act_bits=4, verify_samples=1)
+    to_qonnx(trained, x[:32], path, BrevitasExportConfig(weight_bits=4, act_bits=4, verify_samples=1))
     from_file = estimate_fpga(str(path), hw_profiles.load("pynq-z2"), weight_bits=4, act_bits=4,
                               folding="minimal")
     from_torch = estimate_fpga(trained, "pynq-z2", weight_bits=4, act_bits=4, folding="minimal",

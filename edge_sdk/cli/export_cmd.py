@@ -15,11 +15,21 @@ import numpy as np
 
 from edge_sdk._io import check_writable
 from edge_sdk.cli._output import Progress, emit_json, format_table
-from edge_sdk.errors import BudgetExceededError, InvalidInputError
+from edge_sdk.errors import InvalidInputError
+from edge_sdk.export.formats import format_names, get_format
 
-FORMATS = ("int8-onnx", "qonnx", "qcdq")
-MAX_BITS = {"qonnx": 16, "qcdq": 8, "int8-onnx": 8}
-DEFAULT_BITS = {"qonnx": (4, 4), "qcdq": (8, 8)}
+# how this command spells the bit settings in error messages
+_LABELS = {"weight": "--weight-bits", "act": "--act-bits"}
+# options the command passes to formats that take them
+_FORMAT_OPTIONS = ("calibration_method", "require_integer_only")
+
+
+def _bits_help(kind: str) -> str:
+    ranges = []
+    for name in format_names():
+        low, high = get_format(name).bit_range(kind)
+        ranges.append(f"{name} {low}" if low == high else f"{name} {low}-{high}")
+    return f"{'weight' if kind == 'weight' else 'activation'} bits ({', '.join(ranges)})"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -42,15 +52,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     src.add_argument("--checkpoint", metavar="PATH",
                      help="checkpoint written by edge_sdk.export.save_checkpoint")
     p.add_argument("--plan", metavar="PATH", help="submodel plan (SubmodelPlan.to_bytes) to extract first")
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="int8-onnx, qonnx or qcdq (default: the target's preferred format)")
+    p.add_argument("--format", choices=format_names(), default=None,
+                   help=f"{', '.join(format_names())} (default: the target's preferred format)")
     p.add_argument("--target", metavar="NAME|PATH", help="hardware profile (see `edge-sdk hw list`)")
     calib = p.add_mutually_exclusive_group()
     calib.add_argument("--calib", metavar="PATH.npy", help="calibration samples, an array (N, *input_shape)")
     calib.add_argument("--calib-synthetic", type=int, metavar="N",
                        help="N standard-normal calibration samples (default 64 when --calib is not given)")
-    p.add_argument("--weight-bits", type=int, metavar="B", help="weight bits (qonnx 2-16, qcdq 2-8)")
-    p.add_argument("--act-bits", type=int, metavar="B", help="activation bits (qonnx 2-16, qcdq 2-8)")
+    p.add_argument("--weight-bits", type=int, metavar="B", help=_bits_help("weight"))
+    p.add_argument("--act-bits", type=int, metavar="B", help=_bits_help("act"))
     p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"), default="minmax",
                    help="int8-onnx calibration (default minmax)")
     p.add_argument("--require-integer-only", action="store_true",
@@ -61,20 +71,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH|-", help="write the report as JSON to PATH, or to stdout with -")
     p.set_defaults(handler=run)
     return p
-
-
-def _bits(name: str, value: int | None, fmt: str) -> int | None:
-    if value is None:
-        return None
-    high = MAX_BITS[fmt]
-    if fmt == "int8-onnx":
-        if value != 8:
-            raise InvalidInputError(f"--{name} {value} is out of range for int8-onnx; it uses 8 bits "
-                                    f"(use --format qonnx or qcdq for 2 to 8 bits)")
-        return value
-    if not 2 <= value <= high:
-        raise InvalidInputError(f"--{name} {value} is out of range for {fmt}; expected 2 to {high}")
-    return value
 
 
 def _load_model(args: argparse.Namespace):
@@ -126,40 +122,6 @@ def _calibration(args: argparse.Namespace, input_shape: tuple[int, ...]) -> tupl
                "those of real data (give --calib PATH.npy)"]
 
 
-def _choose_bits(model, input_shape: tuple[int, ...], profile, fmt: str, wb: int | None, ab: int | None, progress: Progress):
-    """Weight/act bits for an FPGA target: the profile's widest, weight bits lowered until it fits."""
-    from edge_sdk.export import estimate_fpga
-    from edge_sdk.export.fpga_estimate import model_layers
-
-    high = MAX_BITS[fmt]
-    act_choices = sorted((b for b in profile.fpga.act_bits if 2 <= b <= high), reverse=True)
-    w_choices = sorted((b for b in profile.fpga.weight_bits if 2 <= b <= high), reverse=True)
-    if not act_choices or not w_choices:
-        raise InvalidInputError(f"target {profile.name} supports no bit width {fmt} can write (2 to {high})")
-    if wb is not None and wb not in profile.fpga.weight_bits:
-        raise InvalidInputError(f"--weight-bits {wb} is out of range for {profile.name}; it supports "
-                                f"{', '.join(map(str, profile.fpga.weight_bits))}")
-    if ab is not None and ab not in profile.fpga.act_bits:
-        raise InvalidInputError(f"--act-bits {ab} is out of range for {profile.name}; it supports "
-                                f"{', '.join(map(str, profile.fpga.act_bits))}")
-    act = ab if ab is not None else act_choices[0]
-    candidates = [wb] if wb is not None else w_choices
-    layers = model_layers(model, input_shape)  # traced once, estimated at each width
-    estimate = None
-    for bits in candidates:
-        progress(f"estimating W{bits}A{act} on {profile.name}")
-        estimate = estimate_fpga(layers, profile, weight_bits=bits, act_bits=act)
-        if estimate.fits:
-            return bits, act, estimate
-    assert estimate is not None
-    tried = f"W{candidates[0]}" if len(candidates) == 1 else f"W{candidates[0]} down to W{candidates[-1]}"
-    raise BudgetExceededError(
-        f"the model does not fit {profile.name} ({profile.fpga.part}) at {tried} with A{act}: at "
-        f"W{estimate.weight_bits} it needs {estimate.budget_line()} (needed/available; over: "
-        f"{', '.join(estimate.over_budget)})"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     progress = Progress()
     try:
@@ -177,27 +139,24 @@ def _run(args: argparse.Namespace, progress: Progress) -> int:
     if args.threads < 1:
         raise InvalidInputError(f"--threads {args.threads} is out of range; expected N >= 1")
     profile = load_profile(args.target) if args.target else None
-    fmt = args.format or (profile.preferred_format if profile else None)
-    if fmt is None:
-        raise InvalidInputError("give --format int8-onnx|qonnx|qcdq, or --target to use its preferred format")
-    wb, ab = _bits("weight-bits", args.weight_bits, fmt), _bits("act-bits", args.act_bits, fmt)
-    if args.require_integer_only and fmt != "int8-onnx":
-        raise InvalidInputError("--require-integer-only applies to --format int8-onnx; QONNX and QCDQ "
-                                "keep float scale ops by design")
+    name = args.format or (profile.preferred_format if profile else None)
+    if name is None:
+        raise InvalidInputError(f"give --format {'|'.join(format_names())}, or --target to use its preferred format")
+    fmt = get_format(name)
+    wb = fmt.check_bits("weight", args.weight_bits, labels=_LABELS)
+    ab = fmt.check_bits("act", args.act_bits, labels=_LABELS)
+    if args.require_integer_only and "require_integer_only" not in fmt.options:
+        takers = [n for n in format_names() if "require_integer_only" in get_format(n).options]
+        raise InvalidInputError(f"--require-integer-only applies to --format {', '.join(takers)}; {fmt.name} "
+                                "graphs keep float scale ops by design")
     progress("loading model")
     model, input_shape, label = _load_model(args)
     calib, notes = _calibration(args, input_shape)
-    estimate = None
-    if fmt in ("qonnx", "qcdq"):
-        from edge_sdk.export._brevitas_ptq import check_supported_layers
-
-        check_supported_layers(model, fmt)
-        if profile is not None and profile.fpga is not None:
-            wb, ab, estimate = _choose_bits(model, input_shape, profile, fmt, wb, ab, progress)
-        wb = wb if wb is not None else DEFAULT_BITS[fmt][0]
-        ab = ab if ab is not None else DEFAULT_BITS[fmt][1]
-    progress(f"exporting {fmt}")
-    report = _export(fmt, model, calib, args, profile, wb, ab)
+    fit = fmt.fit(model, input_shape, profile, weight_bits=wb, act_bits=ab, labels=_LABELS, progress=progress)
+    estimate = fit.estimate
+    progress(f"exporting {fmt.name}")
+    options = {k: getattr(args, k) for k in _FORMAT_OPTIONS if k in fmt.options}
+    report = fmt.export(model, calib, args.out, fit, threads=args.threads, **options)
     progress.done()
     report.warnings = notes + report.warnings
     doc: dict[str, Any] = {"model": label, "report": report.to_dict(),
@@ -214,16 +173,4 @@ def _run(args: argparse.Namespace, progress: Progress) -> int:
     print(f"exported {label}")
     print(format_table(["field", "value"], rows))
     return 0
-
-
-def _export(fmt: str, model, calib: np.ndarray, args: argparse.Namespace, profile, wb, ab):
-    from edge_sdk import export
-
-    if fmt == "int8-onnx":
-        return export.to_int_onnx(model, calib, args.out, calibration_method=args.calibration_method,
-                                  target=profile, threads=args.threads,
-                                  require_integer_only=args.require_integer_only)
-    if fmt == "qonnx":
-        return export.to_qonnx(model, calib, args.out, weight_bits=wb, act_bits=ab)
-    return export.to_qcdq(model, calib, args.out, weight_bits=wb, act_bits=ab, threads=args.threads)
 

@@ -1,5 +1,9 @@
 """Export: integer-only ONNX for CPUs, Brevitas QONNX / QCDQ for FPGAs, FPGA estimates.
 
+Formats are registered objects (:mod:`edge_sdk.export.formats`): ``get_format(name).fit(...)``
+chooses bits for a target, ``.export(...)`` writes; ``to_int_onnx`` / ``to_qonnx`` /
+``to_qcdq`` are the exporters they call.
+
 Names load lazily so that ``import edge_sdk.export`` does not import onnxruntime, Brevitas
 or qonnx until an exporter is called.
 """
@@ -22,6 +26,12 @@ _LAZY = {
     "ExportReport": "edge_sdk.export._report",
     "IntegerOnlyReport": "edge_sdk.export._report",
     "FloatOp": "edge_sdk.export._report",
+    "BrevitasExportConfig": "edge_sdk.export.config",
+    "ExportFormat": "edge_sdk.export.formats",
+    "FitResult": "edge_sdk.export.formats",
+    "register_format": "edge_sdk.export.formats",
+    "format_names": "edge_sdk.export.formats",
+    "get_format": "edge_sdk.export.formats",
 }
 
 __all__ = sorted(_LAZY)

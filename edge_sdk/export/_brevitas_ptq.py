@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_sdk.errors import ExportError, InvalidInputError, UnsupportedOpError
+from edge_sdk.errors import ExportError, UnsupportedOpError
 from edge_sdk.export._compat import require
 
 __all__ = ["PtqConfig", "check_supported_layers", "brevitas_ptq", "output_step", "SUPPORTED_LAYERS"]
@@ -227,10 +227,3 @@ def output_step(qmodel: nn.Module, sample: np.ndarray) -> float | None:
             return float(act_quant.scale().reshape(-1).max())
     return None
 
-
-def check_bits(name: str, value: Any, low: int, high: int, fmt: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidInputError(
-            f"{name}={value!r} is out of range for {fmt}; expected an integer from {low} to {high}"
-        )
-    return value

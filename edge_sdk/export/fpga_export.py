@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,25 +25,19 @@ from torch import nn
 from edge_sdk._io import atomic_write_bytes, check_writable
 from edge_sdk.errors import ExportError, InvalidInputError, VerificationError
 from edge_sdk.export import _ort
-from edge_sdk.export._brevitas_ptq import (
-    PtqConfig,
-    brevitas_ptq,
-    check_bits,
-    check_supported_layers,
-    output_step,
-)
+from edge_sdk.export._brevitas_ptq import PtqConfig, brevitas_ptq, check_supported_layers, output_step
 from edge_sdk.export._compact import compact_model
 from edge_sdk.export._compat import brevitas_export_env, qonnx_ir_fix, require, QONNX_IR_VERSION
 from edge_sdk.export._data import as_samples, check_model_accepts, float_logits, model_input_shape, split_eval
 from edge_sdk.export._report import ExportReport
 from edge_sdk.export._torch_onnx import capture_native_stderr, export_float_onnx
+from edge_sdk.export.config import BrevitasExportConfig
 from edge_sdk.export.integer_check import check_integer_only
 
 __all__ = ["to_qonnx", "to_qcdq", "finn_compatibility", "weight_sparsity"]
 
 log = logging.getLogger(__name__)
 
-MAX_BITS = {"qonnx": 16, "qcdq": 8}
 _STEP_EPS = 1e-4  # float32 rounding of (difference / step) when the difference is whole steps
 
 
@@ -101,14 +96,26 @@ def finn_compatibility(model: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
-def _prepare(fmt: str, model: nn.Module, calib: Any, path: Any, weight_bits: int, act_bits: int,
-             input_bits: int, output_bits: int | None, eval_data: Any, qat_data: Any):
-    max_bits = MAX_BITS[fmt]
-    check_bits("weight_bits", weight_bits, 2, max_bits, fmt)
-    check_bits("act_bits", act_bits, 2, max_bits, fmt)
-    check_bits("input_bits", input_bits, 2, max_bits, fmt)
-    if output_bits is not None:
-        check_bits("output_bits", output_bits, 2, max_bits, fmt)
+def _resolve(fmt: str, config: BrevitasExportConfig | None) -> tuple[BrevitasExportConfig, PtqConfig]:
+    """``config`` with the format's default bits filled in, every bit width checked by the format."""
+    from edge_sdk.export.formats import get_format
+
+    if config is None:
+        config = BrevitasExportConfig()
+    elif not isinstance(config, BrevitasExportConfig):
+        raise InvalidInputError(f"config is a {type(config).__name__}; expected a BrevitasExportConfig")
+    form = get_format(fmt)
+    wb, ab = form.default_bits
+    config = replace(config, weight_bits=wb if config.weight_bits is None else config.weight_bits,
+                     act_bits=ab if config.act_bits is None else config.act_bits)
+    for kind in ("weight", "act", "input", "output"):
+        form.check_bits(kind, getattr(config, f"{kind}_bits"))
+    ptq = PtqConfig(config.weight_bits, config.act_bits, config.input_bits, config.output_bits,
+                    config.per_channel, config.pow2_scales, config.bias_correction)
+    return config, ptq
+
+
+def _prepare(fmt: str, model: nn.Module, calib: Any, path: Any, eval_data: Any, qat_data: Any):
     out_path = check_writable(path)
     if not isinstance(model, nn.Module):
         raise InvalidInputError(f"model is a {type(model).__name__}; expected a torch.nn.Module")
@@ -149,11 +156,50 @@ def _brevitas_outputs(qmodel: nn.Module, x: np.ndarray) -> np.ndarray:
         return float_logits(qmodel, x)
 
 
-def _common_report(fmt, path, data, fp32_bytes, check, cfg, ref, ex_logits, eval_y,
-                   sparsity, warnings_, extra) -> ExportReport:
+@dataclass
+class _Quantized:
+    """The float reference and the calibrated Brevitas model, which both formats export."""
+
+    fmt: str
+    config: BrevitasExportConfig
+    ptq: PtqConfig
+    out_path: Any
+    float_model: nn.Module
+    eval_x: np.ndarray
+    eval_y: np.ndarray | None
+    qat: bool
+    ref: np.ndarray
+    qmodel: nn.Module
+    brevitas: np.ndarray
+    step: float | None
+    sparsity: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def _quantize(fmt: str, model: nn.Module, calib: Any, path: Any, config: BrevitasExportConfig | None,
+              eval_data: Any, qat_data: Any, requires: tuple[str, ...] = ()) -> _Quantized:
+    """Check every input, then Brevitas PTQ (and optional QAT) of a copy of ``model``."""
+    config, ptq = _resolve(fmt, config)
+    out_path, float_model, calib_x, eval_x, eval_y, qat = _prepare(fmt, model, calib, path, eval_data, qat_data)
+    for module in requires:
+        require(module)
+    warnings_: list[str] = []
+    if eval_x is None:
+        eval_x = calib_x
+        warnings_.append("no eval_data given: parity measured on the calibration samples")
+    qmodel = brevitas_ptq(float_model, calib_x, ptq, qat_data=qat, qat_epochs=config.qat_epochs,
+                          qat_lr=config.qat_lr)
+    return _Quantized(fmt, config, ptq, out_path, float_model, eval_x, eval_y, qat is not None,
+                      float_logits(float_model, eval_x), qmodel, _brevitas_outputs(qmodel, eval_x),
+                      output_step(qmodel, eval_x), weight_sparsity(float_model)[0], warnings_)
+
+
+def _report(q: _Quantized, data: bytes, fp32_bytes: int, check, ex_logits: np.ndarray, steps: float | None,
+            extra: dict[str, Any]) -> ExportReport:
+    ref, eval_y, cfg = q.ref, q.eval_y, q.config
     return ExportReport(
-        format=fmt,
-        path=str(path),
+        format=q.fmt,
+        path=str(q.out_path),
         integer_only=check.integer_only,
         float_ops=[str(op) for op in check.float_ops],
         file_bytes=len(data),
@@ -166,102 +212,84 @@ def _common_report(fmt, path, data, fp32_bytes, check, cfg, ref, ex_logits, eval
         weight_bits=cfg.weight_bits,
         act_bits=cfg.act_bits,
         per_channel=cfg.per_channel,
-        sparsity=sparsity,
-        warnings=warnings_,
-        extra=extra,
+        sparsity=q.sparsity,
+        max_abs_error_steps=steps,
+        warnings=q.warnings,
+        extra={**extra, "output_step": q.step, "input_bits": cfg.input_bits, "output_bits": cfg.output_bits,
+               "pow2_scales": cfg.pow2_scales, "qat_epochs": cfg.qat_epochs if q.qat else 0},
     )
 
 
-def _fp32_onnx_bytes(float_model: nn.Module, example: np.ndarray, tmp: str) -> int:
+def _steps(q: _Quantized, diff: float) -> float | None:
+    return diff / q.step if q.step else None
+
+
+def _too_far(q: _Quantized, steps: float | None) -> bool:
+    return steps is not None and steps > q.config.tolerance_steps + _STEP_EPS
+
+
+def _fp32_onnx(float_model: nn.Module, example: np.ndarray, tmp: str) -> bytes:
     fp32_path = os.path.join(tmp, "fp32.onnx")
     export_float_onnx(float_model, torch.from_numpy(example[:1]), fp32_path)
-    return len(compact_model(onnx.load(fp32_path)).SerializeToString())
+    return compact_model(onnx.load(fp32_path)).SerializeToString()
 
 
 def to_qonnx(
     model: nn.Module,
     calib: Any,
     path: str | os.PathLike[str],
+    config: BrevitasExportConfig | None = None,
     *,
-    weight_bits: int = 4,
-    act_bits: int = 4,
-    input_bits: int = 8,
-    output_bits: int | None = 8,
-    per_channel: bool = True,
-    pow2_scales: bool = False,
-    bias_correction: bool = True,
     eval_data: Any = None,
     qat_data: Any = None,
-    qat_epochs: int = 0,
-    qat_lr: float = 1e-3,
-    verify_samples: int = 16,
-    tolerance_steps: float = 1.0,
-    opset: int = 13,
 ) -> ExportReport:
-    """Brevitas PTQ of ``model`` at W``weight_bits``/A``act_bits`` and QONNX export to ``path``.
+    """Brevitas PTQ of ``model`` at ``config``'s bits (default W4A4) and QONNX export to ``path``.
 
     Activations after ReLU use unsigned quantizers, all zero-points are 0, weight scales are
-    per output channel (``per_channel``) or per tensor, optionally powers of two. The input is
-    quantized to ``input_bits`` (signed); the logits are left at the last layer's accumulator
-    scale unless ``output_bits`` is given. ``qat_data=(x, y)`` with ``qat_epochs > 0`` adds a
-    short quantization-aware fine-tuning pass after calibration and bias correction.
+    per output channel (``config.per_channel``) or per tensor, optionally powers of two. The
+    input is quantized to ``input_bits`` (signed); the logits are left at the last layer's
+    accumulator scale when ``output_bits`` is ``None``. ``qat_data=(x, y)`` with
+    ``config.qat_epochs > 0`` adds a short quantization-aware fine-tuning pass after
+    calibration and bias correction. ``eval_data``: samples or ``(samples, labels)`` for the
+    parity numbers (the calibration samples when ``None``, with a warning).
 
-    Verification: ``verify_samples`` evaluation samples run through the QONNX graph with
+    Verification: ``config.verify_samples`` evaluation samples run through the QONNX graph with
     qonnx's executor (its node models made IR version 10 so onnxruntime 1.31 accepts them)
-    must match the Brevitas model within ``tolerance_steps`` output quantization steps (the
-    two sum convolutions in different orders, so a value on a rounding tie can land one
-    step apart inside the network), else
-    :class:`VerificationError` is raised and nothing is written. Top-1 agreement and accuracy
-    are the Brevitas model's (equal to the graph's, as verified) against the float model.
+    must match the Brevitas model within ``config.tolerance_steps`` output quantization steps
+    (the two sum convolutions in different orders, so a value on a rounding tie can land one
+    step apart inside the network), else :class:`VerificationError` is raised and nothing is
+    written. Top-1 agreement and accuracy are the Brevitas model's (equal to the graph's, as
+    verified) against the float model.
     """
-    out_path, float_model, calib_x, eval_x, eval_y, qat = _prepare(
-        "qonnx", model, calib, path, weight_bits, act_bits, input_bits, output_bits, eval_data, qat_data)
-    require("qonnx.core.modelwrapper")
-    cfg = PtqConfig(weight_bits, act_bits, input_bits, output_bits, per_channel, pow2_scales, bias_correction)
-    warnings_: list[str] = []
-    if eval_x is None:
-        eval_x = calib_x
-        warnings_.append("no eval_data given: parity measured on the calibration samples")
-    sparsity = weight_sparsity(float_model)[0]
-    ref = float_logits(float_model, eval_x)
-    qmodel = brevitas_ptq(float_model, calib_x, cfg, qat_data=qat, qat_epochs=qat_epochs, qat_lr=qat_lr)
-    bre = _brevitas_outputs(qmodel, eval_x)
-    step = output_step(qmodel, eval_x)
+    q = _quantize("qonnx", model, calib, path, config, eval_data, qat_data, requires=("qonnx.core.modelwrapper",))
+    bre = q.brevitas
     with tempfile.TemporaryDirectory(prefix="edge_sdk_qonnx_") as tmp:
         raw = os.path.join(tmp, "qonnx.onnx")
-        _export("qonnx", qmodel, eval_x, raw, opset)
+        _export("qonnx", q.qmodel, q.eval_x, raw, q.config.opset)
         model_proto = _cleanup_qonnx(raw)
-        n_verify = min(int(verify_samples), eval_x.shape[0])
-        got = _execute_qonnx(model_proto, eval_x[:n_verify])
-        fp32_bytes = _fp32_onnx_bytes(float_model, eval_x, tmp)
+        n_verify = min(int(q.config.verify_samples), q.eval_x.shape[0])
+        got = _execute_qonnx(model_proto, q.eval_x[:n_verify])
+        fp32_bytes = len(_fp32_onnx(q.float_model, q.eval_x, tmp))
     diff = float(np.max(np.abs(got - bre[:n_verify]))) if n_verify else 0.0
-    steps = diff / step if step else None
-    if steps is not None and steps > tolerance_steps + _STEP_EPS:
+    steps = _steps(q, diff)
+    if _too_far(q, steps):
         raise VerificationError(
             f"QONNX graph differs from the Brevitas model by {diff:.4g} ({steps:.2f} output "
-            f"quantization steps of {step:.4g}) on {n_verify} samples; allowed {tolerance_steps} "
-            f"step(s); nothing written to {out_path}"
+            f"quantization steps of {q.step:.4g}) on {n_verify} samples; allowed {q.config.tolerance_steps} "
+            f"step(s); nothing written to {q.out_path}"
         )
     data = model_proto.SerializeToString()
     check = check_integer_only(model_proto)
-    atomic_write_bytes(out_path, data)
+    atomic_write_bytes(q.out_path, data)
     extra = {
         "verified_samples": n_verify,
         "qonnx_vs_brevitas_max_abs": diff,
         "exact_fraction": float(np.mean(got == bre[:n_verify])) if n_verify else 1.0,
-        "output_step": step,
         "finn": finn_compatibility(model_proto),
-        "input_bits": input_bits,
-        "output_bits": output_bits,
-        "pow2_scales": pow2_scales,
-        "qat_epochs": qat_epochs if qat else 0,
         "note": "QONNX keeps Quant nodes on float tensors; FINN/hls4ml lower them to integer "
                 "hardware, so integer_only is false for this format by construction",
     }
-    report = _common_report("qonnx", out_path, data, fp32_bytes, check, cfg, ref, bre, eval_y,
-                            sparsity, warnings_, extra)
-    report.max_abs_error_steps = steps
-    return report
+    return _report(q, data, fp32_bytes, check, bre, steps, extra)
 
 
 def _cleanup_qonnx(path: str) -> onnx.ModelProto:
@@ -297,83 +325,53 @@ def to_qcdq(
     model: nn.Module,
     calib: Any,
     path: str | os.PathLike[str],
+    config: BrevitasExportConfig | None = None,
     *,
-    weight_bits: int = 8,
-    act_bits: int = 8,
-    input_bits: int = 8,
-    output_bits: int | None = 8,
-    per_channel: bool = True,
-    pow2_scales: bool = False,
-    bias_correction: bool = True,
     eval_data: Any = None,
     qat_data: Any = None,
-    qat_epochs: int = 0,
-    qat_lr: float = 1e-3,
-    tolerance_steps: float = 1.0,
-    threads: int = 1,
-    measure_latency: bool = True,
-    opset: int = 13,
 ) -> ExportReport:
-    """Brevitas PTQ (as :func:`to_qonnx`) and QCDQ export: QuantizeLinear -> Clip ->
-    DequantizeLinear around float ops, at most 8 bits, runnable in onnxruntime. The logits
-    are quantized to ``output_bits`` (8 by default) so that the comparison below is in steps
-    of a real quantizer (onnxruntime's fused integer kernels round differently from Brevitas'
-    float simulation by up to one step).
+    """Brevitas PTQ (as :func:`to_qonnx`, default W8A8) and QCDQ export: QuantizeLinear ->
+    Clip -> DequantizeLinear around float ops, at most 8 bits, runnable in onnxruntime. The
+    logits are quantized to ``config.output_bits`` (8 by default) so that the comparison
+    below is in steps of a real quantizer (onnxruntime's fused integer kernels round
+    differently from Brevitas' float simulation by up to one step).
 
     Verified with onnxruntime against the Brevitas model on all evaluation samples (within
-    ``tolerance_steps`` output steps, else :class:`VerificationError`, nothing written);
-    latency is onnxruntime's, against the fp32 ONNX at the same ``threads``.
+    ``config.tolerance_steps`` output steps, else :class:`VerificationError`, nothing
+    written); latency (``config.measure_latency``) is onnxruntime's, against the fp32 ONNX at
+    the same ``config.threads``.
     """
-    out_path, float_model, calib_x, eval_x, eval_y, qat = _prepare(
-        "qcdq", model, calib, path, weight_bits, act_bits, input_bits, output_bits, eval_data, qat_data)
-    cfg = PtqConfig(weight_bits, act_bits, input_bits, output_bits, per_channel, pow2_scales, bias_correction)
-    warnings_: list[str] = []
-    if eval_x is None:
-        eval_x = calib_x
-        warnings_.append("no eval_data given: parity measured on the calibration samples")
-    sparsity = weight_sparsity(float_model)[0]
-    ref = float_logits(float_model, eval_x)
-    qmodel = brevitas_ptq(float_model, calib_x, cfg, qat_data=qat, qat_epochs=qat_epochs, qat_lr=qat_lr)
-    bre = _brevitas_outputs(qmodel, eval_x)
-    step = output_step(qmodel, eval_x)
+    q = _quantize("qcdq", model, calib, path, config, eval_data, qat_data)
+    threads = q.config.threads
     with tempfile.TemporaryDirectory(prefix="edge_sdk_qcdq_") as tmp:
         raw = os.path.join(tmp, "qcdq.onnx")
-        _export("qcdq", qmodel, eval_x, raw, opset)
+        _export("qcdq", q.qmodel, q.eval_x, raw, q.config.opset)
         proto = compact_model(onnx.load(raw))
         data = proto.SerializeToString()
-        fp32_path = os.path.join(tmp, "fp32.onnx")
-        export_float_onnx(float_model, torch.from_numpy(eval_x[:1]), fp32_path)
-        fp32_data = compact_model(onnx.load(fp32_path)).SerializeToString()
+        fp32_data = _fp32_onnx(q.float_model, q.eval_x, tmp)
     try:
         session = _ort.make_session(data, threads)
     except Exception as exc:  # noqa: BLE001
         raise VerificationError(f"onnxruntime cannot load the QCDQ graph: {exc}") from exc
-    got = _ort.run(session, eval_x)
-    diff = float(np.max(np.abs(got - bre)))
-    steps = diff / step if step else None
-    if steps is not None and steps > tolerance_steps + _STEP_EPS:
+    got = _ort.run(session, q.eval_x)
+    diff = float(np.max(np.abs(got - q.brevitas)))
+    steps = _steps(q, diff)
+    if _too_far(q, steps):
         raise VerificationError(
             f"QCDQ graph in onnxruntime differs from the Brevitas model by {diff:.4g} "
-            f"({steps:.2f} output steps of {step:.4g}); allowed {tolerance_steps}; nothing "
-            f"written to {out_path}"
+            f"({steps:.2f} output steps of {q.step:.4g}); allowed {q.config.tolerance_steps}; nothing "
+            f"written to {q.out_path}"
         )
     lat_q = lat_f = None
-    if measure_latency:
-        lat_q, lat_f = _ort.paired_latency_ms([session, _ort.make_session(fp32_data, threads)], eval_x[:1])
+    if q.config.measure_latency:
+        lat_q, lat_f = _ort.paired_latency_ms([session, _ort.make_session(fp32_data, threads)], q.eval_x[:1])
     check = check_integer_only(proto)
-    atomic_write_bytes(out_path, data)
+    atomic_write_bytes(q.out_path, data)
     extra = {
         "ort_vs_brevitas_max_abs": diff,
-        "output_step": step,
-        "input_bits": input_bits,
-        "output_bits": output_bits,
-        "pow2_scales": pow2_scales,
-        "qat_epochs": qat_epochs if qat else 0,
         "note": "QCDQ is fake-quantized ONNX: float ops between DequantizeLinear and "
                 "QuantizeLinear; onnxruntime fuses 8-bit patterns into integer kernels at load time",
     }
-    report = _common_report("qcdq", out_path, data, len(fp32_data), check, cfg, ref, got, eval_y,
-                            sparsity, warnings_, extra)
-    report.max_abs_error_steps = steps
+    report = _report(q, data, len(fp32_data), check, got, steps, extra)
     report.latency_ms_int8, report.latency_ms_fp32, report.threads = lat_q, lat_f, threads
     return report

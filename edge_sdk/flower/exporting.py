@@ -1,10 +1,11 @@
 """End of a run: each tier's submodel exported for its members' targets.
 
-A tier whose members include an FPGA hardware profile (``preferred_format = "qonnx"``) gets a
-Brevitas QONNX export (when ``edge_sdk.export.to_qonnx`` is available); every other target
-gets integer-only int8 ONNX (``to_int_onnx``) tuned for the member's CPU (its hardware
-profile, or this host for a measured device). Calibration and parity samples come from the
-run's data set on the server. A failed export is listed with its error; the others go on.
+Each target is exported in its hardware profile's ``preferred_format`` through the format
+registry (:mod:`edge_sdk.export.formats`), exactly as ``edge-sdk export --target`` does it:
+the format's ``fit`` chooses the bits (for an FPGA, the widest whose resource estimate
+fits) and its ``export`` writes and verifies. A measured device without a profile gets
+int8 ONNX for this host. Calibration and parity samples come from the run's data set on the
+server. A failed export is listed with its error; the others go on.
 """
 
 from __future__ import annotations
@@ -56,11 +57,6 @@ def export_targets(fleet: Any, sizes: dict[int, float] | None = None) -> list[di
 
 def export_tiers(run: Any) -> list[dict[str, Any]]:
     """Export every tier of ``run`` (a :class:`edge_sdk.flower.server.ServerRun`)."""
-    try:
-        from edge_sdk import export
-    except ImportError as exc:  # pragma: no cover - export ships with the SDK
-        log.warning("edge_sdk.export is not available (%s); nothing exported", exc)
-        return []
     from edge_sdk import datasets
 
     s = run.settings
@@ -89,18 +85,23 @@ def export_tiers(run: Any) -> list[dict[str, Any]]:
                      nonzero_params=int(sum(int((p != 0).sum()) for p in model.parameters())))
         stem = f"tier{t['tier']}-r{ratio:.4g}-{_safe(t['target'] or 'host')}"
         try:
-            if t["format"] == "qonnx" and hasattr(export, "to_qonnx"):
-                path = folder / f"{stem}.qonnx.onnx"
-                report = export.to_qonnx(model, calib, path, eval_data=(eval_x, eval_y))
-            else:
-                if t["format"] == "qonnx":
-                    entry["note"] = "edge_sdk.export.to_qonnx not available: exported int8 ONNX instead"
-                path = folder / f"{stem}.int8.onnx"
-                report = export.to_int_onnx(model, calib, path, eval_data=(eval_x, eval_y), target=t["target"],
-                                            measure_latency=False)
-            entry.update(path=str(path), format=report.format, report=report.to_dict())
+            entry.update(_export_one(model, t, calib, (eval_x, eval_y), folder, stem))
         except (EdgeSDKError, RuntimeError, ValueError) as exc:
             entry.update(path=None, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             log.warning("export of tier %s for %s failed: %s", t["tier"], t["target"] or "host", entry["error"])
         artifacts.append(entry)
     return artifacts
+
+
+def _export_one(model: torch.nn.Module, target: dict[str, Any], calib: Any, eval_data: Any, folder: Any,
+                stem: str) -> dict[str, Any]:
+    """Fit and write one (model, target); the fields it adds to the artifact entry."""
+    from edge_sdk.export.formats import get_format
+
+    fmt = get_format(target["format"])
+    fit = fmt.fit(model, tuple(calib.shape[1:]), target["target"])
+    path = folder / f"{stem}{fmt.suffix}"
+    report = fmt.export(model, calib, path, fit, eval_data=eval_data, measure_latency=False)
+    return {"path": str(path), "format": report.format, "weight_bits": fit.weight_bits,
+            "act_bits": fit.act_bits, "fpga_estimate": fit.estimate.to_dict() if fit.estimate else None,
+            "report": report.to_dict()}
