@@ -31,6 +31,15 @@ class SchemaVersionError(SchemaError):
     """A document carries a schema version this release cannot read."""
 
 
+class LimitExceededError(SchemaError):
+    """A document declares more than a decoder's limits allow (size, count, nesting, shape);
+    the decoder refuses it before it allocates (see ``edge_sdk._decode.DecodeLimits``)."""
+
+
+class ChecksumError(SchemaError):
+    """Bytes were altered after they were written: their checksum does not match."""
+
+
 class HardwareProfileError(SchemaError):
     """A hardware-profile TOML file is unreadable or has a bad field."""
 

@@ -19,10 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from edge_sdk.errors import InvalidInputError, PlanMismatchError
+from edge_sdk import _decode
+from edge_sdk._decode import Budget, DecodeLimits
+from edge_sdk.errors import InvalidInputError, PlanMismatchError, SchemaError
 from edge_sdk.submodel import _serial
 from edge_sdk.submodel._plan import SubmodelPlan
-from edge_sdk.submodel._value_planes import ZLIB_LEVEL, pack_values, read_tensors
+from edge_sdk.submodel._value_planes import ZLIB_LEVEL, check_slots, pack_values, read_tensors
 from edge_sdk.submodel.fiarse import GRADIENT_MODES, FiarseSubmodel
 
 log = logging.getLogger(__name__)
@@ -81,14 +83,31 @@ class Update:
         return _serial.pack(UPDATE_MAGIC, UPDATE_VERSION, header, blobs)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Update:
-        """Inverse of :meth:`to_bytes`; also reads version 1 (raw tensors)."""
-        version, header, blobs = _serial.unpack_versions(data, UPDATE_MAGIC, READABLE_UPDATE_VERSIONS, "update")
+    def from_bytes(cls, data: bytes, *, limits: DecodeLimits | None = None) -> Update:
+        """Inverse of :meth:`to_bytes`; also reads version 1 (raw tensors).
+
+        Raises SchemaError (ChecksumError, LimitExceededError, SchemaVersionError) naming
+        the field on anything malformed, altered or over ``limits``; nothing else.
+        Non-finite metric values are read as they are (the server judges the update).
+        """
+        budget = Budget.for_input(len(data) if isinstance(data, (bytes, bytearray, memoryview)) else 0,
+                                  "update", limits)
+        version, header, blobs = _serial.unpack_versions(data, UPDATE_MAGIC, READABLE_UPDATE_VERSIONS, "update",
+                                                         budget=budget, limits=limits, views=("plan", "values"))
+        _decode.check_keys(header, ("version", "strategy", "num_samples") + (("values",) if version > 1 else ()),
+                           ("metrics",), "update")
+        strategy = _decode.check_str(header["strategy"], "update: strategy", 64)
+        num_samples = _decode.check_int(header["num_samples"], "update: num_samples")
+        metrics = {k: _decode.check_number(v, f"update: metric {k!r}")
+                   for k, v in _decode.check_dict(header.get("metrics", {}), "update: metrics").items()}
         plan = None
         if "plan" in blobs:
-            plan = SubmodelPlan.from_bytes(blobs.pop("plan").numpy().tobytes())
-        tensors = read_tensors(version, header, blobs)
-        return cls(header["strategy"], plan, tensors, int(header["num_samples"]), dict(header.get("metrics", {})))
+            plan = SubmodelPlan.from_bytes(blobs.pop("plan"), limits=limits, budget=budget)
+        tensors = read_tensors(version, header, blobs, budget, "update")
+        check_slots(tensors, plan, "update")
+        if plan is not None and strategy != plan.strategy:
+            raise SchemaError(f"update: strategy {strategy!r} is not its plan's ({plan.strategy!r})")
+        return cls(strategy, plan, tensors, num_samples, metrics)
 
 
 def _batches(data: Iterable[Any], steps: int | None, epochs: int | None):

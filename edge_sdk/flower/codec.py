@@ -15,19 +15,20 @@ still read).
 
 from __future__ import annotations
 
-import json
-import struct
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from edge_sdk import _decode
+from edge_sdk._decode import Budget, DecodeLimits
+from edge_sdk.errors import InvalidInputError, SchemaError, SchemaVersionError
 from edge_sdk.flower._errors import PayloadError, PayloadVersionError
-from edge_sdk.errors import SchemaError, SchemaVersionError
 from edge_sdk.submodel import _serial
 from edge_sdk.submodel._plan import SubmodelPlan
-from edge_sdk.submodel._value_planes import ZLIB_LEVEL, pack_values, read_tensors
+from edge_sdk.submodel._value_planes import ZLIB_LEVEL, check_group, check_slots, pack_values, read_tensors
 
 __all__ = [
     "Payload",
@@ -38,6 +39,7 @@ __all__ = [
     "payload_tensors",
     "materialize",
     "build_model",
+    "model_elements",
     "held_param_count",
     "state_bytes",
     "PAYLOAD_VERSION",
@@ -111,87 +113,85 @@ def encode_payload(payload: Payload, *, level: int = ZLIB_LEVEL) -> bytes:
     return _serial.pack(PAYLOAD_MAGIC, PAYLOAD_VERSION, header, blobs)
 
 
-def _register_plan_kinds() -> None:
-    """Import every plan class so ``SubmodelPlan.from_bytes`` knows its kind in a fresh
-    process (FedRA's module is otherwise loaded lazily, on first use by the server)."""
-    import importlib
-
-    for module in ("edge_sdk.submodel.fiarse", "edge_sdk.submodel.structured", "edge_sdk.submodel.fedra"):
-        try:
-            importlib.import_module(module)
-        except ImportError:  # a build without that strategy
-            continue
-
-
-def _unpack(data: bytes) -> tuple[int, dict[str, Any], dict[str, torch.Tensor]]:
+def _unpack(data: Any, budget: Budget, limits: DecodeLimits | None) -> tuple[int, dict[str, Any], dict[str, Any]]:
     """``(version, header, blobs)`` of an encoded payload of any readable version."""
     try:
-        return _serial.unpack_versions(data, PAYLOAD_MAGIC, READABLE_VERSIONS, "payload")
+        return _serial.unpack_versions(data, PAYLOAD_MAGIC, READABLE_VERSIONS, "payload", budget=budget,
+                                       limits=limits, views=("plan", "values"))
     except SchemaVersionError as exc:
         raise PayloadVersionError(f"{exc} (update edge-sdk on this node)") from None
 
 
-def decode_payload(data: bytes) -> Payload:
-    """Inverse of :func:`encode_payload` (also reads version 1); raises PayloadError on
-    anything malformed and PayloadVersionError on an unknown format version."""
-    _register_plan_kinds()
+def _model_options(value: Any) -> dict[str, Any]:
+    """``model_options``: names to JSON scalars (what ``edge_sdk.models.create`` takes); the
+    size of the model they build is checked by :func:`build_model`, before it is built."""
+    options = _decode.check_dict(value, "payload: model_options")
+    for key, v in options.items():
+        if v is not None and not isinstance(v, (str, bool, int, float)):
+            raise PayloadError(f"payload: model_options {key!r} must be a string, number, bool or null, "
+                               f"got {_decode.show(v)}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise PayloadError(f"payload: model_options {key!r} must be finite, got {v!r}")
+    return options
+
+
+def decode_payload(data: bytes, *, limits: DecodeLimits | None = None) -> Payload:
+    """Inverse of :func:`encode_payload` (also reads version 1); raises PayloadError naming
+    the field on anything malformed, altered (checksum) or over ``limits``, and
+    PayloadVersionError on an unknown format version; nothing else."""
+    size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else 0
+    budget = Budget.for_input(size, "payload", limits)
     try:
-        version, header, blobs = _unpack(data)
+        version, header, blobs = _unpack(data, budget, limits)
+        _decode.check_keys(header, ("version", "strategy", "round", "model") + (("values",) if version > 1 else ()),
+                           ("model_options", "meta", "fill"), "payload")
+        strategy = _decode.check_str(header["strategy"], "payload: strategy", 64)
+        round_ = _decode.check_int(header["round"], "payload: round")
+        model = _decode.check_str(header["model"], "payload: model", 256)
+        options = _model_options(header.get("model_options", {}))
+        meta = _decode.check_dict(header.get("meta", {}), "payload: meta")
+        fill = _decode.check_choice(header.get("fill", "held"), "payload: fill", FILLS)
         plan = None
         if "plan" in blobs:
-            plan = SubmodelPlan.from_bytes(blobs.pop("plan").numpy().tobytes())
-        tensors = read_tensors(version, header, blobs)
-        fill = str(header.get("fill", "held"))
-        if fill not in FILLS:
-            raise PayloadError(f"payload: unknown fill {fill!r}; known: {', '.join(FILLS)}")
-        return Payload(str(header["strategy"]), int(header["round"]), str(header["model"]),
-                       dict(header.get("model_options") or {}), plan, tensors, dict(header.get("meta") or {}),
-                       fill)
+            plan = SubmodelPlan.from_bytes(blobs.pop("plan"), limits=limits, budget=budget)
+        tensors = read_tensors(version, header, blobs, budget, "payload")
+        check_slots(tensors, plan, "payload")
+        return Payload(strategy, round_, model, options, plan, tensors, meta, fill)
     except PayloadError:
         raise
     except SchemaError as exc:
         raise PayloadError(str(exc)) from exc
-    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-        raise PayloadError(f"payload: malformed header ({exc!r})") from exc
-
-
-def _header(data: bytes) -> dict[str, Any]:
-    """The JSON header of an encoded payload, blobs untouched (the container's layout:
-    magic | header length, uint32 LE | JSON header | blobs)."""
-    start = len(PAYLOAD_MAGIC) + 4
-    if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < start \
-            or bytes(data[:len(PAYLOAD_MAGIC)]) != PAYLOAD_MAGIC:
-        raise PayloadError("payload: not an edge-sdk payload (bad magic bytes)")
-    (hlen,) = struct.unpack_from("<I", data, len(PAYLOAD_MAGIC))
-    try:
-        doc = json.loads(bytes(data[start:start + hlen]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"payload: header is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise PayloadError("payload: header is not a JSON object")
-    return doc
 
 
 def payload_sizes(data: bytes) -> PayloadSizes:
     """How the bytes of an encoded payload split into plan, values and header (only the
-    JSON header is read; nothing is copied or decompressed)."""
-    doc = _header(data)
-    version = doc.get("version")
-    if version not in READABLE_VERSIONS:
-        raise PayloadVersionError(f"payload: format version {version!r} is not readable; this release reads "
-                                  f"payload versions {', '.join(map(str, READABLE_VERSIONS))}")
+    JSON header is read; nothing is copied, decompressed or checksummed)."""
     try:
-        nbytes = {str(b[0]): int(b[4]) for b in doc["blobs"]}
+        doc, view, _ = _serial.read_header(data, PAYLOAD_MAGIC, "payload")
+        version = doc.get("version")
+        if isinstance(version, bool) or version not in READABLE_VERSIONS:
+            raise PayloadVersionError(f"payload: format version {_decode.show(version)} is not readable; this "
+                                      f"release reads payload versions {', '.join(map(str, READABLE_VERSIONS))}")
+        nbytes: dict[str, int] = {}
+        for i, entry in enumerate(_decode.check_list(_decode.field(doc, "blobs", "payload"), "payload: blobs")):
+            entry = _decode.check_list(entry, f"payload: blob {i}", 6)
+            nbytes[str(entry[0])] = _decode.check_int(entry[4], f"payload: blob {i} nbytes")
         plan = nbytes.get("plan", 0)
         if version == 1:
             values = raw = sum(n for k, n in nbytes.items() if k.startswith("t:"))
         else:
             values = nbytes.get("values", 0)
-            raw = sum(int(g["count"]) * torch.empty((), dtype=_serial._DTYPES[str(g["dtype"])]).element_size()
-                      for g in doc["values"]["groups"])
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise PayloadError(f"payload: malformed header ({exc!r})") from None
-    return PayloadSizes(len(data), plan, values, raw, len(data) - plan - values, int(version))
+            groups = _decode.field(_decode.check_dict(_decode.field(doc, "values", "payload"), "payload: values"),
+                                   "groups", "payload: values")
+            raw = 0
+            for g, group in enumerate(_decode.check_list(groups, "payload: values groups")):
+                _, count, planes = check_group(g, group, f"values: value group {g}")
+                raw += count * len(planes)
+    except PayloadError:
+        raise
+    except SchemaError as exc:
+        raise PayloadError(str(exc)) from None
+    return PayloadSizes(len(view), plan, values, raw, len(view) - plan - values, int(version))
 
 
 def payload_tensors(plan: SubmodelPlan | None, global_model: nn.Module, fill: str = "held") -> dict[str, torch.Tensor]:
@@ -209,10 +209,41 @@ def payload_tensors(plan: SubmodelPlan | None, global_model: nn.Module, fill: st
     return plan.collect(sub)  # type: ignore[attr-defined]
 
 
-def build_model(name: str, options: dict[str, Any]) -> nn.Module:
-    """The global architecture ``edge_sdk.models.create(name, **options)``."""
+MAX_MODEL_DEPTH = 256  # modules are built one by one: a model this deep is refused before it is sized
+
+
+def model_elements(name: str, options: dict[str, Any]) -> int:
+    """State-dict elements of ``edge_sdk.models.create(name, **options)``, counted on torch's
+    ``meta`` device: no tensor memory is allocated, whatever the width."""
     from edge_sdk import models
 
+    try:
+        cfg = models.resolve_config(name, **options)
+    except (InvalidInputError, TypeError) as exc:
+        raise PayloadError(f"payload: model {name!r} with model_options {_decode.show(options)}: {exc}") from None
+    if cfg.depth > MAX_MODEL_DEPTH:
+        raise PayloadError(f"payload: model_options depth={cfg.depth} is more than {MAX_MODEL_DEPTH}")
+    try:
+        with torch.device("meta"):
+            meta = models.create(name, **options)
+        return sum(t.numel() for t in meta.state_dict().values())
+    except (RuntimeError, ValueError, TypeError, OverflowError) as exc:  # e.g. a dimension past int64
+        raise PayloadError(f"payload: model {name!r} cannot be built with model_options "
+                           f"{_decode.show(options)} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+
+
+def build_model(name: str, options: dict[str, Any], *, max_elements: int | None = None) -> nn.Module:
+    """The global architecture ``edge_sdk.models.create(name, **options)``, refused (PayloadError)
+    before it is built when it would hold more than ``max_elements`` state-dict elements
+    (default and ceiling: ``DecodeLimits.max_model_elements``, 2**28 = 1 GiB of float32)."""
+    from edge_sdk import models
+
+    cap = _decode.LIMITS.max_model_elements if max_elements is None else min(max_elements,
+                                                                             _decode.LIMITS.max_model_elements)
+    n = model_elements(name, options)
+    if n > cap:
+        raise PayloadError(f"payload: model {name!r} with model_options {_decode.show(options)} would hold {n} "
+                           f"elements; at most {cap} are accepted")
     return models.create(name, **options)
 
 
@@ -225,7 +256,11 @@ def materialize(payload: Payload, skeleton: nn.Module | None = None) -> nn.Modul
     is exactly the server's ``plan.extract(global_model)``, while the node never received
     the tensors it does not hold.
     """
-    model = skeleton if skeleton is not None else build_model(payload.model, payload.model_options)
+    if skeleton is None:  # a plan's model holds at most its signature's elements (FedRA: less its adapters)
+        cap = None if payload.plan is None else sum(_decode.numel(s) for s, _ in payload.plan.signature.values())
+        model = build_model(payload.model, payload.model_options, max_elements=cap)
+    else:
+        model = skeleton
     state = model.state_dict()
     plan = payload.plan
     if plan is None:

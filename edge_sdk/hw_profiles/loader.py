@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 _PACKAGE = "edge_sdk.hw_profiles"
 _DATA = "data"
 _SUFFIX = ".toml"
+MAX_PROFILE_BYTES = 256 << 10  # the shipped profiles are 1-3 KiB
 
 
 def names() -> list[str]:
@@ -61,25 +62,32 @@ def load_file(path: str | os.PathLike[str]) -> HardwareProfile:
     file = Path(path)
     label = str(path)
     try:
-        data = file.read_bytes()
+        with file.open("rb") as fh:  # read one byte past the limit: /dev/zero or a huge file ends here
+            data = fh.read(MAX_PROFILE_BYTES + 1)
     except FileNotFoundError:
         raise HardwareProfileError(f"{label}: no such file") from None
     except IsADirectoryError:
         raise HardwareProfileError(f"{label}: is a directory, expected a .toml file") from None
     except OSError as exc:
         raise HardwareProfileError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    except ValueError:  # a path with a NUL byte
+        raise HardwareProfileError(f"{label!r}: not a valid path") from None
     return _parse(data, label=label, path=str(file.resolve()))
 
 
 def _parse(data: bytes, *, label: str, path: str) -> HardwareProfile:
+    if len(data) > MAX_PROFILE_BYTES:
+        raise HardwareProfileError(f"{label}: larger than {MAX_PROFILE_BYTES} bytes; a profile is a short TOML file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise HardwareProfileError(f"{label}: not UTF-8 text (byte {exc.start})") from None
     try:
         doc = _toml.loads(text)
-    except _toml.TOMLDecodeError as exc:
-        raise HardwareProfileError(f"{label}: not valid TOML: {exc}") from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
+        raise HardwareProfileError(f"{label}: not valid TOML: {str(exc)[:200]}") from None
+    except RecursionError:  # tomllib recurses once per nested array / inline table
+        raise HardwareProfileError(f"{label}: not valid TOML: arrays or tables nested too deep") from None
     profile = profile_from_mapping(doc, label=label, path=path)
     log.debug("loaded hardware profile %s from %s", profile.name, path)
     return profile

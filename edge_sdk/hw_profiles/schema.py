@@ -38,6 +38,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from edge_sdk._decode import show as _show
 from edge_sdk.errors import HardwareProfileError
 
 SCHEMA_VERSION = 1
@@ -330,7 +331,9 @@ def profile_from_mapping(doc: Mapping[str, Any], *, label: str, path: str = "") 
     kind = top.choice("kind", KINDS)
     vendor = top.text("vendor")
     description = top.text("description")
-    preferred_format = top.choice("preferred_format", FORMATS)
+    from edge_sdk.export.formats import format_names  # registered export formats (no heavy imports)
+
+    preferred_format = top.choice("preferred_format", format_names())
 
     why = f" when kind = {kind!r}"
     cpu_table = top.sub("cpu", required=kind in ("cpu", "mcu"), why=why)
@@ -427,15 +430,19 @@ def _names_a_field(key: str) -> bool:
     return section in _SECTION_FIELDS and name in _SECTION_FIELDS[section]
 
 
+_MAX_INT = 2**53  # larger integers are not a count of anything on a device
+_MAX_NUMBER = 1e15  # larger (or non-finite) numbers are not a clock, size or rate of a device
+
+
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= _MAX_INT
 
 
 def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A finite int or float no larger than 1e15 (an int too large for a float is refused,
+    not converted: math.isfinite would raise OverflowError on it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= _MAX_NUMBER
+    return math.isfinite(value) and abs(value) <= _MAX_NUMBER

@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from edge_sdk import _decode
+from edge_sdk._decode import Budget
 from edge_sdk.errors import SchemaError
 from edge_sdk.submodel import _serial
 
-__all__ = ["VALUES_CODEC", "ZLIB_LEVEL", "pack_values", "read_tensors", "unpack_values"]
+__all__ = ["VALUES_CODEC", "ZLIB_LEVEL", "pack_values", "read_tensors", "unpack_values", "check_slots", "check_group"]
 
 VALUES_CODEC = "shuffle-zlib"
 # zlib level 1: on resnet18 (full model and a FIARSE 1/16 share) levels 2/3/6 shrink the
@@ -28,6 +30,8 @@ ZLIB_LEVEL = 1
 _PROBE_BYTES = 1 << 14  # a plane larger than _PROBES x this is probed before it is compressed
 _PROBES = 32  # windows spread over the plane (512 KiB probed: within 0.01 of the whole plane on resnet18)
 _MIN_GAIN = 0.05  # a plane is stored as is unless zlib saves at least this share of it
+_ZLIB_MAX_RATIO = 1032  # deflate's largest expansion: one 258-byte match per ~2 bits
+PLANE_CODECS = ("raw", "zlib")
 
 
 def _compress_plane(plane: np.ndarray, level: int) -> tuple[bytes | np.ndarray, str]:
@@ -80,71 +84,111 @@ def pack_values(tensors: dict[str, torch.Tensor], level: int) -> tuple[dict[str,
     return {"codec": VALUES_CODEC, "groups": meta, "tensors": table}, data
 
 
-def _inflate(chunk: Any, size: int, where: str) -> bytes:
-    d = zlib.decompressobj()
-    try:
-        out = d.decompress(chunk, size)
-    except zlib.error as exc:
-        raise SchemaError(f"values: {where} is not a valid zlib stream ({exc})") from None
-    if len(out) != size or not d.eof or d.unconsumed_tail or d.unused_data:
-        raise SchemaError(f"values: {where} does not inflate to its {size} bytes")
-    return out
-
-
-def read_tensors(version: int, header: dict[str, Any], blobs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def read_tensors(version: int, header: dict[str, Any], blobs: dict[str, Any], budget: Budget,
+                 what: str) -> dict[str, torch.Tensor]:
     """The tensors of an unpacked container: version 1 kept each raw as a ``t:NAME`` blob,
-    later versions pack them with :func:`pack_values` (header ``values``, blob ``values``)."""
+    later versions pack them with :func:`pack_values` (header ``values``, blob ``values``,
+    which ``unpack_versions`` should hand over as a view: ``views=("values",)``)."""
     if version == 1:
-        return {k[2:]: v for k, v in blobs.items() if k.startswith("t:")}
-    return unpack_values(header.get("values"), blobs.get("values"))
+        other = [k for k in blobs if not k.startswith("t:")]
+        if other:
+            raise SchemaError(f"{what}: unknown blob {other[0]!r}; version 1 holds t:NAME blobs and plan")
+        return {k[2:]: v for k, v in blobs.items()}
+    unknown = [k for k in blobs if k != "values"]
+    if unknown:
+        raise SchemaError(f"{what}: unknown blob {unknown[0]!r}; accepted: plan, values")
+    return unpack_values(_decode.field(header, "values", what), blobs.get("values"), budget, what)
 
 
-def unpack_values(values: Any, blob: torch.Tensor | None) -> dict[str, torch.Tensor]:
+def check_slots(tensors: dict[str, torch.Tensor], plan: Any, what: str) -> None:
+    """With a plan, every tensor names an entry of its signature and a parameter's values
+    are of a float dtype (the slot of a parameter holds floats)."""
+    if plan is None:
+        return
+    for name, t in tensors.items():
+        entry = plan.signature.get(name)
+        if entry is None:
+            raise SchemaError(f"{what}: tensor {name!r} is not in its plan's signature")
+        if entry[1] and t.dtype not in _serial.FLOAT_DTYPES:
+            raise SchemaError(f"{what}: tensor {name!r} is a parameter; its values must be of a float dtype, "
+                              f"got {t.dtype}")
+
+
+def check_group(g: int, group: Any, where: str) -> tuple[torch.dtype, int, list[tuple[str, int]]]:
+    """``(dtype, count, [(codec, nbytes)] per byte plane)`` of one value group, checked."""
+    group = _decode.check_dict(group, where)
+    _decode.check_keys(group, ("dtype", "count", "planes"), (), where)
+    dtype = _serial._DTYPES[_decode.check_choice(group["dtype"], f"{where}: dtype", _serial._DTYPES)]
+    count = _decode.check_int(group["count"], f"{where} count")
+    size = _serial.element_size(dtype)
+    layout = _decode.check_list(group["planes"], f"{where} planes", size)
+    planes = []
+    for k, plane in enumerate(layout):
+        codec, nbytes = _decode.check_list(plane, f"{where} plane {k}", 2)
+        if not isinstance(codec, str) or codec not in PLANE_CODECS:
+            raise SchemaError(f"{where}: byte plane {k} has unknown codec {_decode.show(codec)}; "
+                              f"known: {', '.join(PLANE_CODECS)}")
+        planes.append((codec, _decode.check_int(nbytes, f"{where} plane {k} nbytes")))
+    return dtype, count, planes
+
+
+def unpack_values(values: Any, blob: Any, budget: Budget | None = None, what: str = "values") -> dict[str, torch.Tensor]:
+    """Inverse of :func:`pack_values`; ``blob`` is the values blob (bytes, a memoryview or a
+    uint8 tensor). Each group's output is charged to ``budget`` before it is allocated and
+    every zlib plane inflates to exactly its declared size."""
     if not isinstance(values, dict) or values.get("codec") != VALUES_CODEC:
         codec = values.get("codec") if isinstance(values, dict) else values
-        raise SchemaError(f"values: unknown value codec {codec!r}; known: {VALUES_CODEC}")
-    data = blob.numpy() if blob is not None else np.empty(0, dtype=np.uint8)
+        raise SchemaError(f"values: unknown value codec {_decode.show(codec)}; known: {VALUES_CODEC}")
+    _decode.check_keys(values, ("codec", "groups", "tensors"), (), f"{what}: values")
+    if blob is None:
+        data = np.empty(0, dtype=np.uint8)
+    elif isinstance(blob, torch.Tensor):
+        data = blob.reshape(-1).numpy()
+    else:
+        data = np.frombuffer(blob, dtype=np.uint8)
+    budget = budget or Budget.for_input(data.size, what)
+    groups = _decode.check_list(values["groups"], f"{what}: values groups")
     pos = 0
     flats: list[torch.Tensor] = []
-    for g, group in enumerate(values["groups"]):
-        dtype = _serial._DTYPES[str(group["dtype"])]
-        count = int(group["count"])
-        size = torch.empty((), dtype=dtype).element_size()
-        layout = list(group["planes"])
-        if count < 0 or len(layout) != size:
-            raise SchemaError(f"values: value group {g} ({group['dtype']}) lists {len(layout)} byte planes; "
-                               f"its dtype has {size}")
-        planes = np.empty((size, count), dtype=np.uint8)
+    for g, group in enumerate(groups):
+        where = f"values: value group {g}"
+        dtype, count, layout = check_group(g, group, where)
+        size = len(layout)
+        if pos + sum(n for _, n in layout) > data.size:
+            raise SchemaError(f"values: a byte plane of value group {g} runs past the end of the values blob")
         for k, (codec, nbytes) in enumerate(layout):
-            nbytes = int(nbytes)
-            where = f"byte plane {k} of value group {g}"
-            if nbytes < 0 or pos + nbytes > data.size:
-                raise SchemaError(f"values: {where} runs past the end of the values blob")
+            if codec == "raw" and nbytes != count:
+                raise SchemaError(f"values: byte plane {k} of value group {g} holds {nbytes} bytes; expected {count}")
+            if codec == "zlib" and count > _ZLIB_MAX_RATIO * nbytes + 64:
+                raise SchemaError(f"values: byte plane {k} of value group {g} cannot inflate {nbytes} bytes to "
+                                  f"{count} (zlib expands at most {_ZLIB_MAX_RATIO}x)")
+        budget.take(count * size, f"value group {g} ({count} x {size} bytes)")
+        rows = np.empty((count, size), dtype=np.uint8)  # the group's bytes, element by element
+        for k, (codec, nbytes) in enumerate(layout):
             chunk = data[pos:pos + nbytes]
             pos += nbytes
             if codec == "zlib":
-                chunk = np.frombuffer(_inflate(chunk, count, where), dtype=np.uint8)
-            elif codec != "raw":
-                raise SchemaError(f"values: {where} has unknown codec {codec!r}; known: raw, zlib")
-            elif chunk.size != count:
-                raise SchemaError(f"values: {where} holds {chunk.size} bytes; expected {count}")
-            planes[k] = chunk
-        flat = torch.from_numpy(np.ascontiguousarray(planes.T)).reshape(-1)
+                chunk = np.frombuffer(_decode.inflate(chunk, count, f"values: byte plane {k} of value group {g}"),
+                                      dtype=np.uint8)
+            rows[:, k] = chunk
+        flat = torch.from_numpy(rows).reshape(-1)
         flats.append(flat.view(dtype) if count else torch.empty(0, dtype=dtype))
     if pos != data.size:
         raise SchemaError(f"values: the values blob holds {data.size - pos} bytes no byte plane lists")
     out: dict[str, torch.Tensor] = {}
     offsets = [0] * len(flats)
-    for name, g, shape in values["tensors"]:
-        g = int(g)
-        n = int(np.prod(shape)) if shape else 1
-        flat = flats[g]
-        if offsets[g] + n > flat.numel():
+    for i, entry in enumerate(_decode.check_list(values["tensors"], f"{what}: values tensors")):
+        name, g, shape = _decode.check_list(entry, f"{what}: values tensor {i}", 3)
+        name = _decode.check_str(name, f"{what}: values tensor {i} name")
+        if name in out:
+            raise SchemaError(f"values: tensor name {name!r} is used twice")
+        g = _decode.check_int(g, f"values: tensor {name!r} group", 0, max(len(flats) - 1, 0))
+        shape = _decode.check_shape(shape, f"values: tensor {name!r} shape")
+        n = _decode.numel(shape)
+        if g >= len(flats) or offsets[g] + n > flats[g].numel():
             raise SchemaError(f"values: tensor {name!r} runs past the end of value group {g}")
-        out[str(name)] = flat[offsets[g]:offsets[g] + n].reshape(shape)
+        out[name] = flats[g][offsets[g]:offsets[g] + n].reshape(shape)
         offsets[g] += n
     if any(o != f.numel() for o, f in zip(offsets, flats)):
         raise SchemaError("values: the value groups hold more values than its tensors")
     return out
-
-
