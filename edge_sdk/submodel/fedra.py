@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_sdk.errors import InvalidInputError, PlanMismatchError
-from edge_sdk.submodel._plan import Signature, SubmodelPlan, model_signature, param_count
+from edge_sdk import _decode
+from edge_sdk.errors import InvalidInputError, PlanMismatchError, SchemaError
+from edge_sdk.submodel._plan import Signature, SubmodelPlan, model_signature, param_count, plan_fields
 from edge_sdk.submodel.lora import add_lora, lora_rank_of
 
 log = logging.getLogger(__name__)
@@ -118,11 +119,30 @@ class FedRAPlan(SubmodelPlan):
 
     @classmethod
     def _from_parts(cls, header, blobs, signature):  # type: ignore[no-untyped-def]
-        for n in header["trainable"]:
-            if n not in signature:
-                raise ValueError(f"trainable tensor {n!r} is not in the signature")
-        return cls(header["ratio"], header["round"], header["kept_fraction"], signature, header["num_blocks"],
-                   header["kept_blocks"], header["trainable"], header["lora_rank"])
+        """Checked: kept blocks strictly increasing in [0, num_blocks); trainable names unique
+        parameters of the signature, block tensors only of kept blocks; no blobs."""
+        f = plan_fields(header, ("num_blocks", "kept_blocks", "trainable", "lora_rank"), ("fedra",))
+        if blobs:
+            raise SchemaError(f"plan: unknown blob {next(iter(blobs))!r}; a fedra plan holds none")
+        num_blocks = _decode.check_int(header["num_blocks"], "plan: num_blocks", 1, max(1, len(signature)))
+        kept = [_decode.check_int(b, f"plan: kept_blocks[{i}]", 0, num_blocks - 1)
+                for i, b in enumerate(_decode.check_list(header["kept_blocks"], "plan: kept_blocks"))]
+        if not kept or any(a >= b for a, b in zip(kept, kept[1:])):
+            raise SchemaError(f"plan: kept_blocks must be a non-empty, strictly increasing list, got "
+                              f"{_decode.show(kept)}")
+        lora_rank = _decode.check_int(header["lora_rank"], "plan: lora_rank", 1, 1 << 16)
+        trainable = [_decode.check_str(n, f"plan: trainable[{i}]")
+                     for i, n in enumerate(_decode.check_list(header["trainable"], "plan: trainable"))]
+        if len(set(trainable)) != len(trainable):
+            raise SchemaError("plan: trainable lists a tensor twice")
+        held = set(kept)
+        for n in trainable:
+            if not signature.get(n, ((), False))[1]:
+                raise SchemaError(f"plan: trainable tensor {n!r} is not a parameter of the signature")
+            parts = n.split(".")
+            if parts[0] == "blocks" and len(parts) > 1 and (not (parts[1].isascii() and parts[1].isdigit()) or int(parts[1]) not in held):
+                raise SchemaError(f"plan: trainable tensor {n!r} is in a block the plan does not keep")
+        return cls(f["ratio"], f["round"], f["kept_fraction"], signature, num_blocks, kept, trainable, lora_rank)
 
 
 def plan_fedra(global_model: nn.Module, capacities: Sequence[float], *, rng: np.random.Generator | int,

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,8 +49,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_sdk.errors import InvalidInputError, PlanMismatchError
-from edge_sdk.submodel._plan import Signature, SubmodelPlan, model_signature, param_count
+from edge_sdk import _decode
+from edge_sdk.errors import InvalidInputError, PlanMismatchError, SchemaError
+from edge_sdk.submodel._plan import Signature, SubmodelPlan, model_signature, param_count, plan_fields
 
 __all__ = ["FiarsePlan", "FiarseSubmodel", "plan_fiarse", "maskable_names", "GRADIENT_MODES"]
 
@@ -307,12 +309,31 @@ class FiarsePlan(SubmodelPlan):
 
     @classmethod
     def _from_parts(cls, header, blobs, signature):  # type: ignore[no-untyped-def]
-        masks = {k[5:]: v for k, v in blobs.items() if k.startswith("mask:")}
-        for name, m in masks.items():
-            if name not in signature or tuple(m.shape) != signature[name][0]:
-                raise ValueError(f"mask {name!r} does not match the recorded signature")
-        return cls(header["ratio"], header["round"], header["kept_fraction"], signature, masks,
-                   header["thresholds"], header["scope"])
+        """Checked: one bool mask per masked parameter, shaped as in the signature; one
+        threshold (>= 0, or +inf for an empty mask) per mask; kept_fraction as the masks say."""
+        f = plan_fields(header, ("scope", "thresholds"), ("fiarse",))
+        scope = _decode.check_choice(header["scope"], "plan: scope", SCOPES)
+        masks: dict[str, torch.Tensor] = {}
+        for key, m in blobs.items():
+            if not key.startswith("mask:"):
+                raise SchemaError(f"plan: unknown blob {key!r}; a fiarse plan holds mask:NAME blobs")
+            name = key[5:]
+            shape, is_param = signature.get(name, (None, False))
+            if not is_param or m.dtype != torch.bool or tuple(m.shape) != shape:
+                raise SchemaError(f"plan: mask {name!r} ({m.dtype}, {list(m.shape)}) is not a bool mask of a "
+                                  f"parameter of the signature" + (f" (shape {list(shape)})" if shape else ""))
+            masks[name] = m
+        thresholds = _decode.check_dict(header["thresholds"], "plan: thresholds")
+        if list(thresholds) != list(masks):
+            raise SchemaError("plan: thresholds must name exactly the masked tensors, in mask order")
+        for name, tau in thresholds.items():
+            _decode.check_float(tau, f"plan: threshold of {name!r}", 0.0, sys.float_info.max, allow_inf=True)
+        total = param_count(signature)
+        held = total - sum(m.numel() for m in masks.values()) + sum(int(torch.count_nonzero(m)) for m in masks.values())
+        if abs((held / total if total else 1.0) - f["kept_fraction"]) > 1e-9:
+            raise SchemaError(f"plan: kept_fraction {f['kept_fraction']!r} is not what the masks hold "
+                              f"({held} of {total} parameters)")
+        return cls(f["ratio"], f["round"], f["kept_fraction"], signature, masks, thresholds, scope)
 
 
 def plan_fiarse(model: nn.Module, ratio: float, *, round: int = 0, scope: str = "global") -> FiarsePlan:

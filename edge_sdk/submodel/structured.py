@@ -1,6 +1,6 @@
 """Structured (channel / neuron / head level) submodels: fiarse-structured, HeteroFL, FedRolex.
 
-All three keep, in every prunable channel group that :mod:`edge_sdk.submodel._graph` finds,
+All three keep, in every prunable channel group that :mod:`edge_sdk.submodel.graph` finds,
 the same fraction ``w`` of its units; ``w`` is searched so that the submodel holds the
 requested fraction of the global model's parameters (``w`` comes out near ``sqrt(ratio)``
 since most tensors are sliced in two dimensions). They differ only in *which* units:
@@ -12,6 +12,9 @@ since most tensors are sliced in two dimensions). They differ only in *which* un
 * ``heterofl``: the leftmost units (a static nested slice);
 * ``fedrolex``: a window of consecutive units (cyclic) that starts at ``round mod size``, so
   it moves by one unit each round.
+
+Each is a channel selector registered in :mod:`edge_sdk.submodel.selectors`, where a new
+selection rule is one class.
 
 The plan stores the kept indices of every tensor dimension, so updates scatter back into
 the global model (:meth:`StructuredPlan.scatter`), and ``extract`` returns a physically
@@ -30,14 +33,17 @@ import torch
 from torch import nn
 
 from edge_sdk.errors import InvalidInputError, PlanMismatchError
-from edge_sdk.submodel._graph import Analysis, analyse, build_submodel, dim_indices
 from edge_sdk.submodel._plan import Signature, SubmodelPlan, model_signature, param_count
+from edge_sdk.submodel.graph import Analysis, analyse, build_submodel, dim_indices
+from edge_sdk.submodel.graph.rules import rules_version
+from edge_sdk.submodel.selectors import SELECTORS, SelectionContext, checked_selection, get_selector, make_rng
 
 log = logging.getLogger(__name__)
 
 __all__ = ["StructuredPlan", "plan_structured", "STRUCTURED_STRATEGIES", "analysis_for"]
 
-STRUCTURED_STRATEGIES = ("fiarse-structured", "heterofl", "fedrolex")
+#: live read-only view of the registered channel selectors: ``in`` / iteration give their names
+STRUCTURED_STRATEGIES = SELECTORS
 
 _CACHE: OrderedDict[Any, Analysis] = OrderedDict()
 _CACHE_SIZE = 8
@@ -46,7 +52,7 @@ _CACHE_SIZE = 8
 def _arch_key(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype) -> Any:
     mods = tuple((n, type(m)) for n, m in model.named_modules())
     sig = tuple((n, tuple(t.shape)) for n, t in model.state_dict().items())
-    return (type(model), mods, sig, shape, dtype)
+    return (type(model), mods, sig, shape, dtype, rules_version())
 
 
 def analysis_for(model: nn.Module, example: torch.Tensor) -> Analysis:
@@ -213,45 +219,47 @@ class StructuredPlan(SubmodelPlan):
 
     @classmethod
     def _from_parts(cls, header, blobs, signature):  # type: ignore[no-untyped-def]
-        leaf_sizes = [int(s) for s in header["leaf_sizes"]]
-        keep = [blobs[f"keep:{i}"].to(torch.int64).numpy() for i in range(len(leaf_sizes))]
+        """Checked: a keep blob per channel group and index blobs, each strictly increasing and
+        in range of its group / dimension, every blob used; a bounded example shape."""
+        from edge_sdk import _decode  # the shared decoding checks (imported where they are used)
+        from edge_sdk.errors import SchemaError
+        from edge_sdk.submodel._plan import check_index, plan_fields
+        from edge_sdk.submodel._serial import _DTYPES
+
+        f = plan_fields(header, ("width", "leaf_sizes", "example_shape", "example_dtype", "index_map"),
+                        None)  # any selector name: it may be registered only on the server
+        width = _decode.check_float(header["width"], "plan: width", 0.0, 1.0)
+        leaf_sizes = [_decode.check_int(s, f"plan: leaf_sizes[{i}]", 1)
+                      for i, s in enumerate(_decode.check_list(header["leaf_sizes"], "plan: leaf_sizes"))]
+        keep = [check_index(blobs.get(f"keep:{i}"), s, f"plan: blob keep:{i}") for i, s in enumerate(leaf_sizes)]
+        used = {f"keep:{i}" for i in range(len(leaf_sizes))}
+        shared: dict[str, torch.Tensor] = {}  # one tensor per index blob, however often it is used
         index_map: dict[str, list[torch.Tensor | None]] = {}
-        for name, row in header["index_map"].items():
-            if name not in signature or len(row) != len(signature[name][0]):
-                raise ValueError(f"index map entry {name!r} does not match the signature")
-            index_map[name] = [None if k is None else blobs[k].to(torch.int64) for k in row]
-        return cls(header["strategy"], header["ratio"], header["round"], header["kept_fraction"], signature,
-                   header["width"], keep, leaf_sizes, index_map, tuple(header["example_shape"]),
-                   header["example_dtype"])
-
-
-def _importance(model: nn.Module, an: Analysis) -> list[np.ndarray]:
-    """Squared L2 norm of every unit's weight entries, summed over all coupled weight tensors."""
-    tensors = dict(model.named_parameters())
-    imp = [np.zeros(s, dtype=np.float64) for s in an.leaf_sizes]
-    with torch.no_grad():
-        for name in an.importance_params:
-            p = tensors.get(name)
-            if p is None or p.dim() < 2:
-                continue
-            dims = an.param_dims[name]
-            keep_dims = [d for d, ld in enumerate(dims) if any(i >= 0 for i, _ in ld)]
-            if not keep_dims:
-                continue
-            other = [d for d in range(p.dim()) if d not in keep_dims]
-            w = p.detach().float()
-            # fused square-sum over the dimensions nobody prunes (e.g. conv kernels) first
-            red = torch.linalg.vector_norm(w, dim=other).pow(2) if other else w.pow(2)
-            for j, d in enumerate(keep_dims):
-                rest = [k for k in range(red.dim()) if k != j]
-                v = (red.sum(dim=rest) if rest else red).double().numpy()
-                ld = dims[d]
-                v = v.reshape([s for _, s in ld])
-                for pos, (i, _) in enumerate(ld):
-                    if i >= 0:
-                        axes = tuple(k for k in range(len(ld)) if k != pos)
-                        imp[i] += v.sum(axis=axes) if axes else v
-    return imp
+        for name, row in _decode.check_dict(header["index_map"], "plan: index_map").items():
+            shape = signature.get(name, (None,))[0]
+            if shape is None or len(_decode.check_list(row, f"plan: index_map {name!r}")) != len(shape):
+                raise SchemaError(f"plan: index_map entry {name!r} does not match the signature")
+            index_map[name] = []
+            for d, key in enumerate(row):
+                if key is not None:
+                    key = _decode.check_choice(key, f"plan: index_map {name!r} dim {d} blob",
+                                               [k for k in blobs if k.startswith("idx:")])
+                    if key not in shared:
+                        shared[key] = torch.from_numpy(check_index(blobs[key], 1 << 62, f"plan: blob {key}"))
+                    idx = shared[key]
+                    if idx.numel() and int(idx[-1]) >= shape[d]:
+                        raise SchemaError(f"plan: blob {key} indexes past dimension {d} ({shape[d]}) of {name!r}")
+                    used.add(key)
+                index_map[name].append(None if key is None else shared[key])
+        if set(blobs) != used:
+            raise SchemaError(f"plan: blob {sorted(set(blobs) - used)[0]!r} is not used by the plan")
+        example_shape = _decode.check_shape(header["example_shape"], "plan: example_shape")
+        if not 0 < _decode.numel(example_shape) <= _decode.LIMITS.max_example_elements:
+            raise SchemaError(f"plan: example_shape {list(example_shape)} must hold 1 to "
+                              f"{_decode.LIMITS.max_example_elements} elements")
+        example_dtype = _decode.check_choice(header["example_dtype"], "plan: example_dtype", _DTYPES)
+        return cls(f["strategy"], f["ratio"], f["round"], f["kept_fraction"], signature, width, keep, leaf_sizes,
+                   index_map, example_shape, example_dtype)
 
 
 def _choose_counts(an: Analysis, signature: Signature, ratio: float) -> tuple[float, list[int], float]:
@@ -304,23 +312,18 @@ def _choose_counts(an: Analysis, signature: Signature, ratio: float) -> tuple[fl
 
 
 def plan_structured(strategy: str, model: nn.Module, ratio: float, *, round: int = 0,
-                    example_input: torch.Tensor | None = None) -> StructuredPlan:
+                    example_input: torch.Tensor | None = None,
+                    rng: np.random.Generator | int | None = None) -> StructuredPlan:
+    """A channel-level plan: the width is searched for ``ratio``, the registered selector
+    ``strategy`` picks the kept units (``rng`` defaults to one seeded by the round)."""
+    selector = get_selector(strategy)
     example = example_for(model, example_input)
     an = analysis_for(model, example)
     signature = model_signature(model)
     width, counts, kept = _choose_counts(an, signature, ratio)
-    keep: list[np.ndarray] = []
-    if strategy == "fiarse-structured":
-        imp = _importance(model, an)
-        for v, c in zip(imp, counts):
-            order = np.argsort(-v, kind="stable")[:c]
-            keep.append(np.sort(order))
-    elif strategy == "heterofl":
-        keep = [np.arange(c, dtype=np.int64) for c in counts]
-    elif strategy == "fedrolex":
-        keep = [np.sort((round + np.arange(c)) % s) for c, s in zip(counts, an.leaf_sizes)]
-    else:  # pragma: no cover - dispatch guarantees the name
-        raise InvalidInputError(f"unknown structured strategy {strategy!r}")
+    ctx = SelectionContext(model=model, analysis=an, counts=counts, leaf_sizes=list(an.leaf_sizes), round=round,
+                           rng=make_rng(rng, round))
+    keep = checked_selection(selector, ctx)
     index_map: dict[str, list[torch.Tensor | None]] = {}
     for name, dims in an.param_dims.items():
         row = []

@@ -1,0 +1,196 @@
+"""Channel selectors: which units of every channel group a structured submodel keeps.
+
+How many units each group keeps is decided before (the same width for every strategy, see
+:func:`edge_sdk.submodel.structured.plan_structured`); a selector only picks *which*. A new
+selection rule is one class::
+
+    @register_selector("my-rule")
+    class MyRule(ChannelSelector):
+        def select(self, ctx):
+            return [np.sort(ctx.rng.choice(s, c, replace=False)) for c, s in zip(ctx.counts, ctx.leaf_sizes)]
+
+after which ``submodel.plan("my-rule", ...)`` makes plans with it (its module must be imported).
+"""
+
+from __future__ import annotations
+
+import abc
+import numbers
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import ClassVar, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_sdk.errors import InvalidInputError, UnknownNameError
+from edge_sdk.submodel.graph import Analysis
+
+__all__ = [
+    "SelectionContext",
+    "ChannelSelector",
+    "register_selector",
+    "selector_names",
+    "get_selector",
+    "channel_importance",
+    "make_rng",
+    "ImportanceSelector",
+    "LeftmostSelector",
+    "RollingSelector",
+]
+
+S = TypeVar("S", bound="type[ChannelSelector]")
+
+
+def channel_importance(model: nn.Module, an: Analysis) -> list[np.ndarray]:
+    """Squared L2 norm of every unit's weight entries, summed over all coupled weight tensors."""
+    tensors = dict(model.named_parameters())
+    imp = [np.zeros(s, dtype=np.float64) for s in an.leaf_sizes]
+    with torch.no_grad():
+        for name in an.importance_params:
+            p = tensors.get(name)
+            if p is None or p.dim() < 2:
+                continue
+            dims = an.param_dims[name]
+            keep_dims = [d for d, ld in enumerate(dims) if any(i >= 0 for i, _ in ld)]
+            if not keep_dims:
+                continue
+            other = [d for d in range(p.dim()) if d not in keep_dims]
+            w = p.detach().float()
+            # fused square-sum over the dimensions nobody prunes (e.g. conv kernels) first
+            red = torch.linalg.vector_norm(w, dim=other).pow(2) if other else w.pow(2)
+            for j, d in enumerate(keep_dims):
+                rest = [k for k in range(red.dim()) if k != j]
+                v = (red.sum(dim=rest) if rest else red).double().numpy()
+                ld = dims[d]
+                v = v.reshape([s for _, s in ld])
+                for pos, (i, _) in enumerate(ld):
+                    if i >= 0:
+                        axes = tuple(k for k in range(len(ld)) if k != pos)
+                        imp[i] += v.sum(axis=axes) if axes else v
+    return imp
+
+
+def make_rng(rng: np.random.Generator | int | None, round: int) -> np.random.Generator:
+    """A Generator from ``rng``: passed through, seeded from an int, or seeded by the round."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None:
+        return np.random.default_rng([round])
+    if isinstance(rng, bool) or not isinstance(rng, numbers.Integral) or rng < 0:
+        raise InvalidInputError(f"rng={rng!r} is not accepted; expected a numpy Generator, an integer "
+                                f"seed >= 0 or None")
+    return np.random.default_rng(int(rng))
+
+
+@dataclass
+class SelectionContext:
+    """What a selector may look at; ``importance()`` is computed on first use only."""
+
+    model: nn.Module  # the global model
+    analysis: Analysis  # its channel-group analysis
+    counts: list[int]  # units to keep per channel group (leaf)
+    leaf_sizes: list[int]  # units per channel group
+    round: int
+    rng: np.random.Generator  # seeded by the caller
+    _importance: list[np.ndarray] | None = field(default=None, init=False, repr=False)
+
+    def importance(self) -> list[np.ndarray]:
+        """Per-leaf importance (see :func:`channel_importance`), cached."""
+        if self._importance is None:
+            self._importance = channel_importance(self.model, self.analysis)
+        return self._importance
+
+
+class ChannelSelector(abc.ABC):
+    """Picks the kept units of every channel group; registered under ``name``."""
+
+    name: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def select(self, ctx: SelectionContext) -> list[np.ndarray]:
+        """Sorted kept indices per leaf, ``len(result[i]) == ctx.counts[i]``."""
+
+
+_SELECTORS: dict[str, ChannelSelector] = {}
+#: what a selector (so a plan strategy) may be called; a decoder can check a name it does not know
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+#: live read-only view of the registered selectors (name -> instance)
+SELECTORS = MappingProxyType(_SELECTORS)
+
+
+def register_selector(name: str) -> Callable[[S], S]:
+    """Class decorator: register an instance of the class as plan strategy ``name``."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name == "fiarse":
+        raise InvalidInputError(f"selector name {name!r} is not accepted; expected 1-64 of a-z 0-9 . _ - "
+                                f"(starting with a letter or digit), other than 'fiarse'")
+
+    def deco(cls: S) -> S:
+        if not (isinstance(cls, type) and issubclass(cls, ChannelSelector)):
+            raise InvalidInputError(f"register_selector({name!r}) takes a ChannelSelector subclass, got {cls!r}")
+        if name in _SELECTORS:
+            raise InvalidInputError(f"a channel selector named {name!r} is already registered "
+                                    f"({type(_SELECTORS[name]).__qualname__})")
+        cls.name = name
+        _SELECTORS[name] = cls()
+        return cls
+
+    return deco
+
+
+def selector_names() -> tuple[str, ...]:
+    """Registered selector names, in registration order."""
+    return tuple(_SELECTORS)
+
+
+def get_selector(name: str) -> ChannelSelector:
+    sel = _SELECTORS.get(name) if isinstance(name, str) else None
+    if sel is None:
+        raise UnknownNameError(f"unknown channel selector {name!r}; known: {', '.join(_SELECTORS)}")
+    return sel
+
+
+def checked_selection(sel: ChannelSelector, ctx: SelectionContext) -> list[np.ndarray]:
+    """Run ``sel`` and refuse a result that is not sorted unique in-range indices of the counts."""
+    keep = sel.select(ctx)
+    if not isinstance(keep, (list, tuple)) or len(keep) != len(ctx.counts):
+        raise InvalidInputError(f"selector {sel.name!r} returned {type(keep).__name__} of "
+                                f"{len(keep) if hasattr(keep, '__len__') else '?'} entries; expected a list "
+                                f"of {len(ctx.counts)} index arrays")
+    out: list[np.ndarray] = []
+    for i, (k, c, s) in enumerate(zip(keep, ctx.counts, ctx.leaf_sizes)):
+        arr = np.asarray(k)
+        if arr.ndim != 1 or len(arr) != c or (len(arr) and (not np.issubdtype(arr.dtype, np.integer)
+                                                            or arr[0] < 0 or arr[-1] >= s
+                                                            or np.any(np.diff(arr) <= 0))):
+            raise InvalidInputError(f"selector {sel.name!r}: channel group {i} needs {c} sorted distinct "
+                                    f"indices in [0, {s}); got {arr.tolist()[:8]}")
+        out.append(arr.astype(np.int64, copy=False))
+    return out
+
+
+@register_selector("fiarse-structured")
+class ImportanceSelector(ChannelSelector):
+    """The units of largest importance (ties: lower index first)."""
+
+    def select(self, ctx: SelectionContext) -> list[np.ndarray]:
+        return [np.sort(np.argsort(-v, kind="stable")[:c]) for v, c in zip(ctx.importance(), ctx.counts)]
+
+
+@register_selector("heterofl")
+class LeftmostSelector(ChannelSelector):
+    """HeteroFL: the leftmost units (a static, nested slice)."""
+
+    def select(self, ctx: SelectionContext) -> list[np.ndarray]:
+        return [np.arange(c, dtype=np.int64) for c in ctx.counts]
+
+
+@register_selector("fedrolex")
+class RollingSelector(ChannelSelector):
+    """FedRolex: a cyclic window of consecutive units starting at ``round mod size``."""
+
+    def select(self, ctx: SelectionContext) -> list[np.ndarray]:
+        return [np.sort((ctx.round + np.arange(c)) % s) for c, s in zip(ctx.counts, ctx.leaf_sizes)]
