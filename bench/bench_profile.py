@@ -1,25 +1,35 @@
-"""Benchmark for issue 2 (foundation): profile wall time, FLOP exactness, score stability.
+"""Benchmark for issues 2 and 14: a profiler you can trust on a busy device.
 
-Run:  python bench/bench_profile.py        (about 3 minutes on 2 cores)
+Run:  python bench/bench_profile.py        (about 8 minutes on 2 cores)
 Writes bench/bench_profile.md and bench/bench_profile.json.
 
-Bars:
-* `edge-sdk profile --quick --json -` <= 10 s; the full default profile <= 60 s (wall time
-  of the whole command, Python start-up included);
-* count_flops == the closed-form count for every reference model, forward and training
-  step, with and without no_grad (and in eval mode);
-* ten quick profiles in a row: capacity score max/min <= 1.10.
+Two phases, "idle" (whatever else the machine runs, recorded) and "loaded" (two busy
+processes started by this script, pinned to this process's CPUs; each stops by itself at a
+deadline, or as soon as this script is gone). In each phase: five `edge-sdk profile --quick`
+runs (wall time, score, free share, verdicts), and `edge-sdk profile --validate` on resnet8
+and cnn1d (predicted vs measured time of a real local round at sizes 1, 1/4, 1/16, 1/64).
+
+Bars (issue 14):
+* loaded: the score of five quick profiles within +-10% of the idle median, or every loaded
+  report says it is contended and gives the free share;
+* `--quick` finishes within 15 s under the two-process load;
+* idle: predicted round time within +-15% of the measured one, every size of both models.
+Also (issue 2): count_flops equals the closed form for every reference model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
+import psutil
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -30,14 +40,120 @@ from machine import machine_info, machine_markdown  # noqa: E402
 from edge_sdk import models  # noqa: E402
 from edge_sdk.models.analytic import analytic_flops  # noqa: E402
 from edge_sdk.profiler import CapabilityReport, count_flops  # noqa: E402
+from edge_sdk.profiler.report import size_label  # noqa: E402
 
 CLI = [sys.executable, "-m", "edge_sdk.cli"]
+QUICK_RUNS = 5
+VALIDATE_MODELS = ("resnet8", "cnn1d")
+VALIDATE_STEPS = 20
+LOAD_PROCESSES = 2
+LOAD_SECONDS = 900  # the busy processes stop by themselves after this, whatever happens here
+SCORE_BAND = 0.10
+QUICK_LIMIT_S = 15.0
+ROUND_TOLERANCE = 0.15
+
+_BUSY = """
+import os, time
+os.sched_setaffinity(0, {cpus!r})
+parent, end = os.getppid(), time.monotonic() + {seconds}
+while time.monotonic() < end and os.getppid() == parent:
+    for _ in range(200_000):
+        pass
+"""
 
 
-def timed_profile(*args: str) -> tuple[float, CapabilityReport]:
+@contextlib.contextmanager
+def busy_load(count: int, seconds: float) -> Iterator[list[int]]:
+    """``count`` CPU-bound processes pinned to this process's CPUs, stopped on exit (and by
+    their own deadline, or when their parent dies, if this process cannot stop them)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    procs = [subprocess.Popen([sys.executable, "-c", _BUSY.format(cpus=cpus, seconds=seconds)]) for _ in range(count)]
+    time.sleep(1.0)  # let them reach full speed
+    try:
+        yield [p.pid for p in procs]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=10)
+
+
+def machine_state(ours: list[int]) -> dict[str, object]:
+    """Load average, runnable tasks and the busiest processes over one second."""
+    procs = list(psutil.process_iter(["pid", "name", "cmdline"]))
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.cpu_percent(None)
+    time.sleep(1.0)
+    top = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            cpu = p.cpu_percent(None)
+            if cpu >= 5:
+                cmd = " ".join(p.info["cmdline"] or [p.info["name"] or "?"])[:90]
+                top.append({"cpu_percent": round(cpu, 1), "command": cmd, "ours": p.pid in ours})
+    top.sort(key=lambda row: -row["cpu_percent"])
+    loadavg = Path("/proc/loadavg").read_text().split()
+    return {"load_average": [float(v) for v in loadavg[:3]], "procs_running": loadavg[3], "top": top[:6]}
+
+
+def run_profile(*args: str) -> tuple[float, CapabilityReport]:
     start = time.perf_counter()
     result = subprocess.run([*CLI, "profile", *args, "--json", "-"], capture_output=True, text=True, check=True)
     return time.perf_counter() - start, CapabilityReport.from_json(result.stdout)
+
+
+def quick_profiles() -> list[dict[str, object]]:
+    rows = []
+    for _ in range(QUICK_RUNS):
+        seconds, r = run_profile("--quick")
+        c = r.device.contention
+        rows.append({
+            "seconds": round(seconds, 2), "report_seconds": r.run.seconds if r.run else None,
+            "score": r.capacity.score, "free_share": r.capacity.free_share,
+            "available_score": r.capacity.available_score, "verdict": c.verdict if c else None,
+            "gflops_1t": r.device.gflops_fp32_1t, "confidence": r.run.confidence if r.run else None,
+            "cut_short": r.run.cut_short if r.run else [], "warnings": r.warnings,
+        })
+    return rows
+
+
+def round_checks(*extra: str) -> list[dict[str, object]]:
+    rows = []
+    for name in VALIDATE_MODELS:
+        _, r = run_profile("--model", name, "--validate", "--validate-steps", str(VALIDATE_STEPS), *extra)
+        c = r.device.contention
+        for check in r.validation.rounds:
+            size = r.model.at(check.ratio)
+            rows.append({
+                "model": name, "ratio": check.ratio, "batch": check.batch_size, "steps": check.steps,
+                "step_median_ms": size.train_step_latency.median_ms, "step_cold_ms": size.train_step_latency.cold_ms,
+                "predicted_s": check.predicted_s, "measured_s": check.measured_s, "error": check.error,
+                "free_share": c.free_share if c else None, "threads": r.device.threads,
+                "step_cpu_share": size.train_step_latency.cpu_share, "round_cpu_share": check.cpu_share,
+            })
+    return rows
+
+
+def import_seconds() -> float:
+    """Wall time of starting Python and importing the profile command: the floor under --quick."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import edge_sdk.cli.profile_cmd"], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def phase(name: str, ours: list[int]) -> dict[str, object]:
+    print(f"phase {name}: quick profiles", flush=True)
+    before = machine_state(ours)
+    quick = quick_profiles()
+    print(f"phase {name}: validation rounds", flush=True)
+    imports = import_seconds()
+    rounds = round_checks()
+    # the same at one thread: no intra-op pool, so no pool stalls when other work takes CPUs
+    rounds_1t = round_checks("--threads", "1")
+    return {"name": name, "machine_before": before, "quick": quick, "import_seconds": imports,
+            "rounds": rounds, "rounds_1t": rounds_1t,
+            "machine_after": machine_state(ours)}
 
 
 def flop_exactness() -> list[dict[str, object]]:
@@ -60,52 +176,100 @@ def flop_exactness() -> list[dict[str, object]]:
     return rows
 
 
-def main() -> None:
-    info = machine_info()
-    torch.set_num_threads(info["effective_cpus"])
-    quick_time, _ = timed_profile("--quick")
-    full_time, full_report = timed_profile()
-    scores = []
-    quick_times = []
-    for _ in range(10):
-        seconds, report = timed_profile("--quick")
-        quick_times.append(seconds)
-        scores.append(report.capacity.score)
-    spread = max(scores) / min(scores)
-    flops = flop_exactness()
-    results = {
-        "machine": info,
-        "command": "python bench/bench_profile.py",
-        "quick_profile_seconds": round(quick_time, 2),
-        "quick_profile_seconds_10_runs": [round(t, 2) for t in quick_times],
-        "full_profile_seconds": round(full_time, 2),
-        "full_profile_model": full_report.model.model if full_report.model else None,
-        "scores_10_quick": scores,
-        "score_spread_max_over_min": round(spread, 4),
-        "flops": flops,
-        "bars": {
-            "quick <= 10 s": max([quick_time, *quick_times]) <= 10,
-            "full <= 60 s": full_time <= 60,
-            "flops exact": all(row["exact"] for row in flops),
-            "score spread <= 1.10": spread <= 1.10,
-        },
+def bars(idle: dict, loaded: dict, flops: list) -> dict[str, bool]:
+    median = statistics.median(row["score"] for row in idle["quick"])
+    within = all(abs(row["score"] / median - 1) <= SCORE_BAND for row in loaded["quick"])
+    flagged = all(row["verdict"] == "contended" and row["free_share"] is not None for row in loaded["quick"])
+    return {
+        "loaded score within +-10% of idle median, or every loaded report contended with its free share": within or flagged,
+        "loaded score within +-10% of idle median": within,
+        "every loaded report contended with its free share": flagged,
+        "--quick <= 15 s under load": all(row["seconds"] <= QUICK_LIMIT_S for row in loaded["quick"]),
+        "idle predicted round within +-15%": all(abs(row["error"]) <= ROUND_TOLERANCE for row in idle["rounds"]),
+        "idle predicted round within +-15% at 1 thread (not a bar)":
+            all(abs(row["error"]) <= ROUND_TOLERANCE for row in idle["rounds_1t"]),
+        "flops exact": all(row["exact"] for row in flops),
     }
-    (HERE / "bench_profile.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def markdown(results: dict) -> str:
+    idle, loaded = results["phases"]
+    median = statistics.median(row["score"] for row in idle["quick"])
     lines = [
-        "# bench_profile: profile time, FLOP exactness, score stability",
+        "# bench_profile: a profiler you can trust on a busy device (issues 2, 14)",
         "",
-        machine_markdown(info),
+        machine_markdown(results["machine"]),
         "",
-        "Command: `python bench/bench_profile.py`",
+        f"Command: `{results['command']}` ({results['seconds']:.0f} s). \"loaded\" = {LOAD_PROCESSES} busy Python "
+        "processes pinned (sched_setaffinity) to this process's CPUs, started and stopped by the bench. \"idle\" "
+        "is not idle: other engineers' jobs share this machine; what ran is listed below.",
         "",
-        "| measure | value | bar | met |",
-        "|---|---|---|---|",
-        f"| `edge-sdk profile --quick --json -` wall time | {quick_time:.1f} s (10 more runs: max {max(quick_times):.1f} s, median {statistics.median(quick_times):.1f} s) | <= 10 s | {results['bars']['quick <= 10 s']} |",
-        f"| `edge-sdk profile --json -` (default: resnet18, batch 32, sizes 1..1/64) wall time | {full_time:.1f} s | <= 60 s | {results['bars']['full <= 60 s']} |",
-        f"| capacity score over 10 quick profiles | min {min(scores):.1f}, max {max(scores):.1f} GFLOP/s, max/min {spread:.3f} | <= 1.10 | {results['bars']['score spread <= 1.10']} |",
-        f"| FLOP counts equal to the closed form | {sum(r['exact'] for r in flops)}/{len(flops)} cases | all | {results['bars']['flops exact']} |",
+        "## Bars",
         "",
-        "FLOP counts (batch 4; `count_flops` in train mode and again in eval mode under `torch.no_grad()`):",
+        "| bar | met |",
+        "|---|---|",
+        *[f"| {name} | {met} |" for name, met in results["bars"].items()],
+        "",
+        "## Five quick profiles per phase",
+        "",
+        f"Idle median score {median:.1f} GFLOP/s per CPU-second.",
+        "",
+        "Wall s: the whole command; to report: from process start until the report was made (the rest is "
+        "printing and interpreter exit).",
+        "",
+        "| phase | run | wall s | to report s | score | vs idle median | 1-thread | free share | available | verdict | confidence | cut short |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ph in results["phases"]:
+        for i, row in enumerate(ph["quick"], 1):
+            free = "-" if row["free_share"] is None else f"{row['free_share']:.0%}"
+            lines.append(
+                f"| {ph['name']} | {i} | {row['seconds']:.1f} | {row['report_seconds']} | {row['score']:.1f} | {row['score'] / median - 1:+.1%} | "
+                f"{row['gflops_1t']:.1f} | {free} | {row['available_score']} | {row['verdict']} | {row['confidence']} | "
+                f"{', '.join(row['cut_short']) or '-'} |"
+            )
+    lines += [
+        "",
+        f"## Predicted vs measured local round ({VALIDATE_STEPS} steps of train_local on a HeteroFL plan, "
+        "full profile's batch 32)",
+        "",
+        "Predicted = cold step + (steps - 1) x median step from the report made just before.",
+        "",
+        "Free share: of the device during its profile. CPU share: process CPU-seconds per wall-second per "
+        "thread during the profile's timed steps and during the round; a change means the load changed. "
+        "The bar is judged on the default threads (all effective CPUs); the 1-thread rows show the same "
+        "check without torch's intra-op thread pool.",
+        "",
+        "| phase | threads | model | size | step median ms | predicted s | measured s | error | free share | CPU share step / round |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ph in results["phases"]:
+        for row in ph["rounds"] + ph["rounds_1t"]:
+            free = "-" if row["free_share"] is None else f"{row['free_share']:.0%}"
+            shares = f"{_pct(row['step_cpu_share'])} / {_pct(row['round_cpu_share'])}"
+            lines.append(
+                f"| {ph['name']} | {row['threads']} | {row['model']} | {size_label(row['ratio'])} | "
+                f"{row['step_median_ms']:.2f} | {row['predicted_s']:.3f} | {row['measured_s']:.3f} | "
+                f"{row['error']:+.1%} | {free} | {shares} |"
+            )
+    lines += [
+        "",
+        f"Import floor under the same load: `python -c \"import edge_sdk.cli.profile_cmd\"` took "
+        f"{results['import_seconds']['idle']:.1f} s idle and {results['import_seconds']['loaded']:.1f} s loaded.",
+    ]
+    lines += ["", "## What else ran (busiest processes over 1 s, before and after each phase)", ""]
+    for ph in results["phases"]:
+        for when in ("machine_before", "machine_after"):
+            state = ph[when]
+            top = "; ".join(
+                f"{p['cpu_percent']:.0f}% {'[bench load] ' if p['ours'] else ''}{p['command']}" for p in state["top"]
+            ) or "-"
+            lines.append(f"* {ph['name']}, {when.split('_')[1]}: load average {state['load_average']}, "
+                         f"running {state['procs_running']}; {top}")
+    flops = results["flops"]
+    lines += [
+        "",
+        f"## FLOP counts equal to the closed form: {sum(r['exact'] for r in flops)}/{len(flops)}",
         "",
         "| model | width | pass | closed form | count_flops | no_grad + eval | exact |",
         "|---|---|---|---|---|---|---|",
@@ -115,8 +279,34 @@ def main() -> None:
             f"| {row['model']} | {row['width']} | {row['pass']} | {row['analytic']:,} | {row['count_flops']:,} | "
             f"{row['count_flops_no_grad_eval']:,} | {row['exact']} |"
         )
-    (HERE / "bench_profile.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def main() -> None:
+    start = time.perf_counter()
+    info = machine_info()
+    torch.set_num_threads(info["effective_cpus"])
+    idle = phase("idle", [])
+    with busy_load(LOAD_PROCESSES, LOAD_SECONDS) as pids:
+        loaded = phase("loaded", pids)
+    flops = flop_exactness()
+    results = {
+        "machine": info,
+        "command": "python bench/bench_profile.py",
+        "seconds": round(time.perf_counter() - start, 1),
+        "phases": [idle, loaded],
+        "flops": flops,
+        "import_seconds": {"idle": idle["import_seconds"], "loaded": loaded["import_seconds"]},
+        "bars": bars(idle, loaded, flops),
+    }
+    (HERE / "bench_profile.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    (HERE / "bench_profile.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,22 @@ def test_profile_hw_estimate():
     report = json.loads(result.stdout)
     assert report["device"]["estimated"] is True and report["device"]["source"] == "hw:raspberry-pi-5"
     assert all(size["train_step_latency"]["runs"] == 0 for size in report["model"]["sizes"])
+    device = report["device"]
+    if device["kernel_efficiency"] is not None:  # this machine's peak is known: a prediction, not a bound
+        assert device["gflops_fp32"] < device["peak_gflops_fp32"]
+
+
+def test_profile_validate_prints_rates_verdicts_and_rounds(tmp_path):
+    out = tmp_path / "r.json"
+    result = run_cli("profile", "--quick", "--model", "cnn1d", "--ratios", "1,1/4", "--validate",
+                     "--validate-steps", "3", "--deadline", "60", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    report = CapabilityReport.from_json(out.read_text())
+    assert report.schema_version == 2 and report.run is not None and report.run.deadline_seconds == 60
+    assert [r.ratio for r in report.validation.rounds] == [1.0, 0.25]
+    assert report.device.rates.fp32.verdict in result.stdout and "per CPU-s" in result.stdout
+    assert "validation: real local rounds" in result.stdout
+    assert all(f"warning: {w}" in result.stdout for w in report.warnings)
 
 
 BAD_INPUT = [
@@ -51,6 +67,13 @@ BAD_INPUT = [
     (["profile", "--ratios", "1,2"], "outside (0, 1]"),
     (["profile", "--hw", "raspberry-pi-9"], "raspberry-pi-4"),
     (["hw", "show", "no-such-board"], "no-such-board"),
+    (["profile", "--threads", "1000000"], "threads=1000000 is not accepted; expected an integer from 1 to"),
+    (["profile", "--threads", "0"], "--threads: '0' must be at least 1"),
+    (["profile", "--validate", "--hw", "raspberry-pi-5"], "--validate trains the profiled model on this device"),
+    (["profile", "--validate", "--no-model"], "cannot go with --hw or --no-model"),
+    (["profile", "--validate-steps", "20000", "--validate"], "--validate-steps 20000 is too many"),
+    (["profile", "--deadline", "0"], "--deadline: '0' must be a positive finite number"),
+    (["profile", "--batch-size", "100000"], "batch size 100000 is not accepted"),
 ]
 
 

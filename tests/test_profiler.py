@@ -13,7 +13,6 @@ from edge_sdk.errors import InvalidInputError, SchemaError, SchemaVersionError
 from edge_sdk.models.analytic import analytic_flops
 from edge_sdk.profiler import (
     CapabilityReport,
-    DeviceCapability,
     LatencyStats,
     ModelProfile,
     SizeCost,
@@ -23,18 +22,9 @@ from edge_sdk.profiler import (
     profile_model,
 )
 from edge_sdk.profiler import estimate, system
-from edge_sdk.profiler.model_cost import measure_latency
+from edge_sdk.profiler.latency import measure_latency
 from edge_sdk.profiler.reporting import build_report
-
-
-def _device(**overrides) -> DeviceCapability:
-    values = dict(
-        cpu_model="test cpu", arch="x86_64", logical_cpus=4, effective_cpus=2, isa_flags=["avx2"],
-        memory_total_bytes=8 * 2**30, memory_available_bytes=4 * 2**30, memory_limit_bytes=None, threads=2,
-        gflops_fp32_1t=10.0, gflops_fp32=20.0, int8_gops=40.0, memory_bandwidth_gbs=5.0,
-    )
-    values.update(overrides)
-    return DeviceCapability(**values)
+from profiler_helpers import make_device as _device
 
 
 def _size(ratio: float, step_ms: float, peak_mb: float) -> SizeCost:
@@ -95,6 +85,8 @@ def test_profile_device_quick_measures_positive_rates():
     device = profile_device(quick=True, threads=1)
     assert device.threads == 1
     assert device.gflops_fp32_1t > 0 and device.gflops_fp32 == device.gflops_fp32_1t
+    assert device.rates.fp32.value == device.gflops_fp32 and device.rates.fp32.wall_value <= device.gflops_fp32
+    assert device.contention is not None and 0 <= device.contention.free_share <= 1
     assert device.int8_gops is not None and device.int8_gops > 0
     assert device.memory_bandwidth_gbs > 0
     assert 1 <= device.effective_cpus <= device.logical_cpus
@@ -201,11 +193,11 @@ def test_report_round_trip_and_schema_checks():
     text = report.to_json()
     assert CapabilityReport.from_json(text) == report
     data = json.loads(text)
-    assert data["schema_version"] == 1 and data["model"]["sizes"][1]["ratio"] == 0.25
+    assert data["schema_version"] == 2 and data["model"]["sizes"][1]["ratio"] == 0.25
     data["schema_version"] = 99
-    with pytest.raises(SchemaVersionError, match="schema_version 99"):
+    with pytest.raises(SchemaVersionError, match="schema_version: 99"):
         CapabilityReport.from_dict(data)
-    data["schema_version"] = 1
+    data["schema_version"] = 2
     del data["device"]["gflops_fp32"]
     with pytest.raises(SchemaError, match="device.*gflops_fp32"):
         CapabilityReport.from_dict(data)

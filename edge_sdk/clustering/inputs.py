@@ -179,6 +179,9 @@ class _Entry:
 def _latencies(clients: list[_Entry]) -> tuple[np.ndarray | None, str]:
     models = [getattr(c.report, "model", None) for c in clients]
     for c, model in zip(clients, models):
+        contention = getattr(getattr(c.report, "device", None), "contention", None)
+        if getattr(contention, "verdict", None) == "contended":  # its latencies are wall times under load
+            return None, f"client {c.client_id!r} was profiled on a busy device (its latencies are wall times under load)"
         if model is None:
             return None, f"client {c.client_id!r} has no model profile"
     names = {getattr(m, "model", None) for m in models}

@@ -1,7 +1,10 @@
 """Capacity: the largest submodel size that fits a device's budgets, and its capacity score.
 
-The capacity score is the device's sustained fp32 matmul throughput in GFLOP/s at its
-effective thread count (``DeviceCapability.gflops_fp32``). Training FLOPs of a size scale
+The capacity score is the device's fp32 matmul throughput in GFLOP/s per CPU-second of its
+effective threads (``DeviceCapability.gflops_fp32``): what the hardware does, not what was
+left of it while other work ran, so a device does not change tier because it was busy when
+it was profiled. The share that was free (``free_share``) and the rate the device
+delivered then (``available_score``) are reported beside it. Training FLOPs of a size scale
 about linearly with the size, so a device with a quarter of the score trains size 1/4 in the
 time the strongest trains size 1: the score is what the server clusters on (in log scale)
 and what it equalises round times with. It does not depend on the model, so reports made
@@ -17,7 +20,7 @@ MIB = 2**20
 
 
 def capacity_score(device: DeviceCapability) -> float:
-    """The capacity score of a device: sustained fp32 GFLOP/s at its effective threads."""
+    """The capacity score of a device: fp32 GFLOP/s per CPU-second at its effective threads."""
     return float(device.gflops_fp32)
 
 
@@ -48,4 +51,13 @@ def compute_capacity(
                 continue
             max_ratio = size.ratio
             break
-    return Capacity(score=capacity_score(device), budget_ms=budget_ms, budget_mb=budget_mb, max_ratio=max_ratio)
+    free = device.contention.free_share if device.contention is not None else None
+    score = capacity_score(device)
+    return Capacity(
+        score=score,
+        budget_ms=budget_ms,
+        budget_mb=budget_mb,
+        max_ratio=max_ratio,
+        free_share=free,
+        available_score=None if free is None else round(score * free, 3),
+    )

@@ -1,12 +1,14 @@
 """The capability report a device of a given hardware profile would send, estimated.
 
 Device figures come from the profile's datasheet numbers. A model's parameters, FLOPs and
-peak training memory do not depend on the CPU, so they are measured here exactly; latencies
-are estimated as FLOPs / the profile's nominal (peak) fp32 rate: a lower bound, since real
-kernels reach a fraction of peak. Every estimated report says so (``device.estimated``,
-``device.source = "hw:<name>"``, latency ``runs = 0``). Mixing estimated and measured
-reports in one fleet favours the estimated devices by their kernel efficiency (measured
-sustained / peak, typically 0.3-0.7 on CPUs).
+peak training memory do not depend on the CPU, so they are measured here exactly. Latencies
+are predicted as FLOPs / (the profile's peak fp32 rate x the kernel efficiency this model
+reaches at this size on the machine making the estimate: its measured training FLOP/s over
+this machine's own peak). Dividing by the peak alone would give a lower bound that real
+kernels never reach; with the measured efficiency the estimate is a prediction, though one
+carried across CPU classes (an A76's kernels may reach a different share of its peak than
+this machine's do). Every estimated report says so (``device.estimated``,
+``device.source = "hw:<name>"``, latency ``runs = 0``, ``device.kernel_efficiency``).
 """
 
 from __future__ import annotations
@@ -50,18 +52,65 @@ def estimated_device(profile: object) -> DeviceCapability:
     )
 
 
-def estimated_model_profile(measured: ModelProfile, device: DeviceCapability) -> ModelProfile:
-    """``measured`` (FLOPs, parameters and memory taken here, latencies not) with latencies
-    estimated for ``device`` as FLOPs / its fp32 rate."""
-    rate = device.gflops_fp32 * 1e9
+def local_peak_gflops(cores: int, flags: set[str], cpu_model: str, clock_mhz: float | None) -> float | None:
+    """This machine's peak fp32 GFLOP/s: cores x clock x FLOP per cycle of its widest FMA
+    (None when the clock or the ISA is unknown)."""
+    if not clock_mhz:
+        return None
+    if "avx512f" in flags:
+        # Zen 4 runs AVX-512 on two 256-bit FMA pipes; Zen 5 (which added VP2INTERSECT) and
+        # Intel server cores have two 512-bit ones
+        zen4 = "AMD" in cpu_model.upper() and "avx512_vp2intersect" not in flags
+        per_cycle = 32 if zen4 else 64
+    elif {"avx2", "fma"} <= flags:
+        per_cycle = 32
+    elif "asimd" in flags:
+        per_cycle = 16  # two 128-bit FMA pipes (Cortex-A76 and later big cores)
+    elif "neon" in flags:
+        per_cycle = 8
+    else:
+        return None
+    return round(cores * clock_mhz / 1e3 * per_cycle, 3)
+
+
+def kernel_efficiencies(measured: ModelProfile, local_peak_gflops: float) -> dict[float, float]:
+    """Per size: measured training-step FLOP/s here over this machine's peak."""
+    out = {}
+    for size in measured.sizes:
+        lat = size.train_step_latency
+        if lat is not None and lat.median_ms > 0:
+            out[size.ratio] = size.train_step_flops / (lat.median_ms / 1e3) / (local_peak_gflops * 1e9)
+    return out
+
+
+def with_efficiency(device: DeviceCapability, local: tuple[float, float]) -> DeviceCapability:
+    """An estimated ``device`` whose rates are its peak x the fp32 matmul efficiency measured
+    here (``local``: this machine's 1-thread GFLOP/s and its per-core peak)."""
+    efficiency = min(1.0, local[0] / local[1])
+    return dataclasses.replace(
+        device,
+        gflops_fp32=round(device.gflops_fp32 * efficiency, 3),
+        gflops_fp32_1t=round(device.gflops_fp32_1t * efficiency, 3),
+        peak_gflops_fp32=device.gflops_fp32,
+        kernel_efficiency=round(efficiency, 4),
+    )
+
+
+def estimated_model_profile(
+    measured: ModelProfile, device: DeviceCapability, efficiency: dict[float, float] | None = None
+) -> ModelProfile:
+    """``measured`` (FLOPs, parameters and memory taken here) with latencies predicted for
+    ``device`` as FLOPs / (its peak fp32 rate x ``efficiency[ratio]``; 1 where not given,
+    which makes the latency a lower bound)."""
     sizes = []
     for size in measured.sizes:
-        forward = _lower_bound(size.forward_flops, rate)
-        train = _lower_bound(size.train_step_flops, rate)
+        rate = device.gflops_fp32 * 1e9 * (efficiency or {}).get(size.ratio, 1.0)
+        forward = _predicted(size.forward_flops, rate)
+        train = _predicted(size.train_step_flops, rate)
         sizes.append(dataclasses.replace(size, forward_latency=forward, train_step_latency=train))
     return dataclasses.replace(measured, sizes=sizes)
 
 
-def _lower_bound(flops: int, rate: float) -> LatencyStats:
+def _predicted(flops: int, rate: float) -> LatencyStats:
     ms = float(f"{flops / rate * 1e3:.6g}")
     return LatencyStats(cold_ms=ms, median_ms=ms, p90_ms=ms, runs=0)

@@ -105,7 +105,7 @@ def _training_loss(output: Any) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor):
         raise InvalidInputError("count_flops(backward=True): the model must return a tensor of logits")
     if logits.dim() >= 2:
-        target = torch.zeros(logits.shape[0], *logits.shape[2:], dtype=torch.long)
+        target = torch.zeros(logits.shape[0], *logits.shape[2:], dtype=torch.long, device=logits.device)
         return nn.functional.cross_entropy(logits, target)
     return logits.float().sum()
 

@@ -1,22 +1,26 @@
 """A model's cost on this device at several submodel sizes: parameters, FLOPs, peak training
-memory and latency (cold first call apart, then median and p90 of warm calls)."""
+memory and latency (:mod:`edge_sdk.profiler.latency`)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib
 import logging
 import math
 import time
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from edge_sdk.errors import InvalidInputError, ProfilingError
+from edge_sdk.errors import InvalidInputError
+from edge_sdk.profiler.budget import Budget
 from edge_sdk.profiler.flops import count_flops, flop_breakdown
+from edge_sdk.profiler.forecast import Forecast
+from edge_sdk.profiler.latency import latencies, train_step
 from edge_sdk.profiler.microbench import torch_threads
-from edge_sdk.profiler.report import LatencyStats, LayerCost, ModelProfile, SizeCost
+from edge_sdk.profiler.report import LayerCost, ModelProfile, SizeCost, size_label
 
 log = logging.getLogger(__name__)
 
@@ -61,30 +65,48 @@ def profile_model(
     name: str | None = None,
     measure_latency: bool = True,
     progress: ProgressFn | None = None,
+    budget: Budget | None = None,
 ) -> ModelProfile:
     """Profile ``model`` on a batch ``example_input`` at each submodel size in ``ratios``.
 
-    FLOPs come from :func:`count_flops`; peak training memory from torch's ``MemTracker``
+    FLOPs come from the closed form of a reference model, else :func:`count_flops`; peak
+    training memory from torch's ``MemTracker``
     (parameters, gradients, SGD momentum, activations and temporaries of one step);
     latencies are of a forward pass and of one SGD training step on the whole batch.
-    The model passed in is not modified (training steps run on a copy).
+    The model passed in is not modified (training steps run on a copy). Under ``budget``
+    sizes are measured smallest first, and memory and latencies with fewer runs, or not at
+    all, to meet its deadline (``budget.cut_short`` lists what was left out).
     """
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
         raise InvalidInputError("example_input must be a batch tensor of shape (batch, *sample_shape)")
     ratios = _check_ratios(ratios)
     threads = threads or torch.get_num_threads()
+    budget = budget or Budget()
     full_params = _param_count(model)
     batch = example_input.shape[0]
     sizes: list[SizeCost] = []
     layers: list[LayerCost] = []
+    forecast = Forecast()
+    if budget.remaining() > 0:  # imported before the timings, so that its cost does not skew the forecast
+        with contextlib.suppress(ImportError):
+            importlib.import_module("torch.distributed._tools.mem_tracker")
     with torch_threads(threads):
-        for ratio in ratios:
+        # smallest first: each size's timings forecast the next one's, so that work which
+        # would overrun the deadline is skipped before it starts
+        for index, ratio in enumerate(sorted(ratios)):
             if progress:
-                progress(f"profiling model at size {_fraction(ratio)}")
+                progress(f"profiling model at size {size_label(ratio)}")
             sub, width = sized_model(model, ratio)
-            sizes.append(_size_cost(sub, example_input, ratio, width, full_params, quick, measure_latency))
-            if ratio == ratios[0]:
-                layers = _layer_costs(sub, example_input)
+            share = budget.remaining() / (len(ratios) - index)
+            sizes.append(_size_cost(
+                sub, example_input, ratio, width, full_params, quick, measure_latency, budget, threads, share, forecast
+            ))
+            if ratio == ratios[0] and budget.remaining() <= 0:
+                budget.cut("per-layer FLOPs")
+            elif ratio == ratios[0]:
+                with torch_threads(1):
+                    layers = _layer_costs(sub, example_input)
+    sizes.sort(key=lambda s: s.ratio, reverse=True)
     config = getattr(model, "config", None)
     return ModelProfile(
         model=name or getattr(config, "name", None) or type(model).__name__,
@@ -101,7 +123,7 @@ def peak_training_memory(model: nn.Module, example_input: torch.Tensor) -> int:
 
     work = copy.deepcopy(model).train()
     optimizer = torch.optim.SGD(work.parameters(), lr=1e-3, momentum=0.9)
-    step = _train_step(work, optimizer, example_input)
+    step = train_step(work, optimizer, example_input)
     step()  # creates the optimizer state outside the tracked step
     tracker = MemTracker()
     tracker.track_external(work, optimizer)
@@ -109,27 +131,6 @@ def peak_training_memory(model: nn.Module, example_input: torch.Tensor) -> int:
         step()
     snapshot = tracker.get_tracker_snapshot("peak")
     return int(max(per_device.get("Total", 0) for per_device in snapshot.values()))
-
-
-def measure_latency(call: Callable[[], object], *, runs: int, max_seconds: float) -> LatencyStats:
-    """Cold first call apart, one warm-up, then up to ``runs`` timed calls within ``max_seconds``."""
-    start = time.perf_counter()
-    call()
-    cold = time.perf_counter() - start
-    call()
-    times: list[float] = []
-    deadline = time.perf_counter() + max_seconds
-    while len(times) < runs and (len(times) < 3 or time.perf_counter() < deadline):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    values = np.array(times) * 1e3
-    return LatencyStats(
-        cold_ms=round(cold * 1e3, 4),
-        median_ms=round(float(np.median(values)), 4),
-        p90_ms=round(float(np.percentile(values, 90)), 4),
-        runs=len(times),
-    )
 
 
 def _size_cost(
@@ -140,28 +141,32 @@ def _size_cost(
     full_params: int,
     quick: bool,
     with_latency: bool,
+    budget: Budget,
+    threads: int,
+    share: float,
+    forecast: Forecast,
 ) -> SizeCost:
     params = _param_count(model)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    forward_flops, train_flops = _flops_per_batch(model, example_input)
-    try:
-        peak = peak_training_memory(model, example_input)
-    except Exception as exc:  # MemTracker is a private torch tool: degrade, don't fail the profile
-        log.warning("peak training memory not measured: %s", exc)
+    # counted, not timed: one thread, so that a busy device's stalls in torch's thread pool
+    # (every thread waits for the slowest at each op) do not stretch the profile
+    with torch_threads(1):
+        forward_flops, train_flops = _flops_per_batch(model, example_input)
         peak = None
+        if forecast.predict("memory", train_flops) > budget.remaining():
+            budget.cut(f"peak memory at size {size_label(ratio)}")
+        else:
+            start = time.perf_counter()
+            try:
+                peak = peak_training_memory(model, example_input)
+            except Exception as exc:  # MemTracker is a private torch tool: degrade, don't fail the profile
+                log.warning("peak training memory not measured: %s", exc)
+            forecast.learn("memory", time.perf_counter() - start, train_flops)
     forward_latency = train_latency = None
     if with_latency:
-        runs, budget = (3, 1.0) if quick else (10, 6.0)
-        infer = copy.deepcopy(model).eval()
-
-        def forward() -> None:
-            with torch.inference_mode():
-                infer(example_input)
-
-        work = copy.deepcopy(model).train()
-        step = _train_step(work, torch.optim.SGD(work.parameters(), lr=1e-3, momentum=0.9), example_input)
-        forward_latency = measure_latency(forward, runs=runs, max_seconds=budget / 3)
-        train_latency = measure_latency(step, runs=runs, max_seconds=budget)
+        forward_latency, train_latency = latencies(
+            model, example_input, quick, budget, threads, size_label(ratio), share, forecast, (forward_flops, train_flops)
+        )
     return SizeCost(
         ratio=ratio,
         kept_fraction=round(params / full_params, 6),
@@ -177,9 +182,19 @@ def _size_cost(
 
 
 def _flops_per_batch(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
-    """FLOPs of the whole batch, counted on two samples and scaled: every op torch counts
+    """FLOPs of the whole batch. A reference model's come from its closed form
+    (``edge_sdk.models.analytic``, equal to ``count_flops`` for every registered model, and
+    free); any other model's are counted on two samples and scaled: every op torch counts
     (matmul, convolution, attention) works per sample, so FLOPs are linear in the batch."""
     batch = example_input.shape[0]
+    config = getattr(model, "config", None)
+    if config is not None and tuple(example_input.shape[1:]) == tuple(getattr(config, "input_shape", ())):
+        from edge_sdk.models.analytic import analytic_flops
+
+        try:
+            return analytic_flops(model, batch), analytic_flops(model, batch, backward=True)
+        except Exception as exc:  # no closed form for this configuration: count instead
+            log.debug("no closed-form FLOPs for %s: %s", type(model).__name__, exc)
     probe = example_input[: min(batch, 2)]
     n = probe.shape[0]
     forward = count_flops(model, probe)
@@ -200,23 +215,6 @@ def _layer_costs(model: nn.Module, example_input: torch.Tensor) -> list[LayerCos
     return layers
 
 
-def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, example_input: torch.Tensor) -> Callable[[], None]:
-    out = model(example_input[:2] if example_input.shape[0] > 1 else example_input)
-    logits = out[0] if isinstance(out, (tuple, list)) else out
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        raise ProfilingError("a training step needs a model that returns (batch, classes) logits")
-    target = torch.randint(0, logits.shape[1], (example_input.shape[0],), generator=torch.Generator().manual_seed(0))
-    model.zero_grad(set_to_none=True)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(example_input), target)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
 def _param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -230,9 +228,3 @@ def _check_ratios(ratios: Sequence[float]) -> list[float]:
             raise InvalidInputError(f"ratio {r!r} is outside (0, 1]: a size is the fraction of parameters held")
     return sorted(set(values), reverse=True)
 
-
-def _fraction(ratio: float) -> str:
-    from fractions import Fraction
-
-    f = Fraction(ratio).limit_denominator(1024)
-    return str(f) if abs(float(f) - ratio) < 1e-9 else f"{ratio:g}"

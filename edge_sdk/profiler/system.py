@@ -119,7 +119,33 @@ def _cgroup_memory_usage(cgroup_root: Path) -> int:
     return 0
 
 
+def clock_mhz(cpuinfo: Path = Path("/proc/cpuinfo"), sys_cpu: Path = Path("/sys/devices/system/cpu")) -> float | None:
+    """The CPU's clock in MHz: cpufreq's maximum where readable, else /proc/cpuinfo's
+    ``cpu MHz`` (x86 VMs report the nominal clock there), else None."""
+    text = _read(sys_cpu / "cpu0" / "cpufreq" / "cpuinfo_max_freq")
+    if text and text.isdigit():
+        return int(text) / 1e3
+    for line in (_read(cpuinfo) or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "cpu mhz":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """Every ISA flag /proc/cpuinfo lists for the first CPU (empty where unreadable)."""
+    return _cpu_model_and_all_flags(cpuinfo)[1]
+
+
 def _cpu_model_and_flags(cpuinfo: Path) -> tuple[str, list[str]]:
+    model, flags = _cpu_model_and_all_flags(cpuinfo)
+    return model, [f for f in INT8_RELEVANT_FLAGS if f in flags]
+
+
+def _cpu_model_and_all_flags(cpuinfo: Path) -> tuple[str, set[str]]:
     model = ""
     flags: set[str] = set()
     text = _read(cpuinfo) or ""
@@ -133,7 +159,7 @@ def _cpu_model_and_flags(cpuinfo: Path) -> tuple[str, list[str]]:
             flags = set(value.split())
     if not model:
         model = platform.processor() or platform.machine() or "unknown"
-    return model, [f for f in INT8_RELEVANT_FLAGS if f in flags]
+    return model, flags
 
 
 def _read(path: Path) -> str | None:
