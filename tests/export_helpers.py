@@ -38,3 +38,38 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 6) -> nn
             nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
             opt.step()
     return model.eval()
+
+
+def reference_model(name: str, n: int = 96, seed: int = 0) -> tuple[nn.Module, np.ndarray]:
+    """A registered model with BatchNorm statistics from one train-mode pass over ``n``
+    standard-normal samples (so folding them is not trivial), and those samples."""
+    from edge_sdk import models
+
+    torch.manual_seed(seed)
+    model = models.create(name)
+    x = np.random.default_rng(seed).standard_normal((n, *model.config.input_shape)).astype(np.float32)
+    with torch.no_grad():
+        model.train()(torch.from_numpy(x))
+    return model.eval(), x
+
+
+def hls4ml_model(qonnx_path, out_dir, io_type: str = "io_stream"):
+    """hls4ml's documented QONNX intake (qonnx clean-up, channels-last, Gemm as MatMul), then
+    ``convert_from_onnx_model`` for the Vitis backend and ``compile`` (g++ C simulation)."""
+    import hls4ml
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
+    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
+    from qonnx.util.cleanup import cleanup_model
+
+    from edge_sdk.export._compat import qonnx_ir_fix
+
+    with qonnx_ir_fix():
+        model = cleanup_model(ModelWrapper(str(qonnx_path)))
+        model = cleanup_model(model.transform(ConvertToChannelsLastAndClean()).transform(GemmToMatMul()))
+        config = hls4ml.utils.config.config_from_onnx_model(model, granularity="name", backend="Vitis",
+                                                            default_precision="fixed<16,6>")
+        hls = hls4ml.converters.convert_from_onnx_model(model, output_dir=str(out_dir), io_type=io_type,
+                                                       backend="Vitis", hls_config=config)
+        hls.compile()
+    return hls

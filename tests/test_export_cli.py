@@ -129,3 +129,42 @@ def test_bad_checkpoint(run, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     res = run("--checkpoint", str(bad), "--format", "int8-onnx", "--out", str(tmp_path / "m.onnx"))
     _assert_one_line_and_nothing_written(*res, tmp_path, "checkpoint")
+
+
+def test_qdq_graph_with_a_dynamic_batch_and_its_metadata(run, tmp_path):
+    out = tmp_path / "cnn.qdq.onnx"
+    code, stdout, err = run("--model", "cnn1d", "--format", "int8-onnx", "--quant-format", "qdq",
+                            "--batch-size", "dynamic", "--calib-synthetic", "16", "--require-integer-only",
+                            "--out", str(out), "--json", "-")
+    assert code == 0, err
+    report = json.loads(stdout)["report"]
+    assert report["extra"]["quant_format"] == "qdq" and report["extra"]["batch_size"] is None
+    model = onnx.load(out)
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["edge_sdk.model"] == "cnn1d (seed 0)" and meta["edge_sdk.batch_size"] == "dynamic"
+    assert meta["edge_sdk.calibration_data"] == "synthetic standard-normal, seed 0, 16 samples"
+
+
+def test_flow_is_named_in_the_report(run, tmp_path):
+    out = tmp_path / "cnn.qonnx.onnx"
+    code, stdout, err = run("--model", "cnn1d", "--format", "qonnx", "--flow", "hls4ml", "--calib-synthetic", "16",
+                            "--out", str(out))
+    assert code == 0, err
+    assert "made for" in stdout and "hls4ml" in stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--format", "int8-onnx", "--batch-size", "0"), "argument --batch-size: '0' is not a batch size"),
+    (("--format", "int8-onnx", "--flow", "finn"), "--flow applies to --format qonnx, not int8-onnx"),
+    (("--format", "qcdq", "--quant-format", "qdq"), "--quant-format applies to --format int8-onnx, not qcdq"),
+    (("--format", "qonnx", "--batch-size", "4"), "--batch-size applies to --format int8-onnx, not qonnx"),
+])
+def test_format_options_given_to_the_wrong_format_are_refused(run, capsys, tmp_path, argv, message):
+    out = tmp_path / "m.onnx"
+    try:
+        code, _, err = run("--model", "cnn1d", *argv, "--calib-synthetic", "8", "--out", str(out))
+    except SystemExit as exc:  # argparse's own usage error (one line, exit 2)
+        code, err = exc.code, capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert not out.exists()

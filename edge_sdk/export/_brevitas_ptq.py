@@ -47,6 +47,8 @@ class PtqConfig:
     pow2_scales: bool = False
     bias_correction: bool = True
     equalize_iters: int = 0
+    bias_quant: str = "int32"  # int32: a 32-bit Quant at input x weight scale; float: left float
+    requantize_pooled: bool = True  # an unsigned requantizer after average pooling (else none)
 
 
 def check_supported_layers(model: nn.Module, flow: str) -> None:
@@ -62,8 +64,10 @@ def check_supported_layers(model: nn.Module, flow: str) -> None:
 
 def _quantizers(cfg: PtqConfig):
     quant = require("brevitas.quant")
-    if cfg.pow2_scales:
-        w = quant.Int8WeightPerChannelFixedPoint if cfg.per_channel else quant.Int8WeightPerTensorFixedPoint
+    if cfg.pow2_scales:  # Brevitas has no per-channel fixed-point weight quantizer: make one
+        w = quant.Int8WeightPerTensorFixedPoint
+        if cfg.per_channel:
+            w = w.let(scaling_per_output_channel=True)
         uact, sact = quant.Uint8ActPerTensorFixedPoint, quant.Int8ActPerTensorFixedPoint
     else:
         w = quant.Int8WeightPerChannelFloat if cfg.per_channel else quant.Int8WeightPerTensorFloat
@@ -91,7 +95,8 @@ def brevitas_ptq(model: nn.Module, calib: np.ndarray, cfg: PtqConfig, *,
     layer_map = dict(bq.COMPUTE_LAYER_MAP)
     for cls in (nn.Conv1d, nn.Conv2d, nn.Linear):
         qcls, kwargs = layer_map[cls]
-        layer_map[cls] = (qcls, {**kwargs, "weight_quant": w_q})
+        bias = {"bias_quant": None} if cfg.bias_quant == "float" else {}
+        layer_map[cls] = (qcls, {**kwargs, "weight_quant": w_q, **bias})
     act_map = {
         nn.ReLU: (qnn.QuantReLU, {"act_quant": uact_q, "return_quant_tensor": True}),
         nn.ReLU6: (qnn.QuantReLU, {"act_quant": uact_q, "return_quant_tensor": True}),
@@ -112,6 +117,7 @@ def brevitas_ptq(model: nn.Module, calib: np.ndarray, cfg: PtqConfig, *,
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsupportedOpError(f"Brevitas could not quantize the model graph: {first}") from exc
     _set_input_quant(qmodel, qnn.QuantIdentity(act_quant=in_q, return_quant_tensor=True))
+    _unsigned_requantizers(qmodel, qnn, uact_q if cfg.requantize_pooled else None)
     if cfg.output_bits is None:
         _drop_output_quant(qmodel, qnn)
     else:
@@ -128,6 +134,53 @@ def brevitas_ptq(model: nn.Module, calib: np.ndarray, cfg: PtqConfig, *,
     if qat_data is not None and qat_epochs > 0:
         _fine_tune(qmodel, qat_data, qat_epochs, qat_lr, seed)
     return qmodel.eval()
+
+
+# modules and functions that keep values non-negative (and, without pooling, on their grid)
+_MOVES = ("flatten", "reshape", "view", "squeeze", "unsqueeze", "Flatten", "Identity", "Dropout", "MaxPool1d",
+          "MaxPool2d")
+_AVERAGES = ("AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "avg_pool1d", "avg_pool2d",
+             "adaptive_avg_pool1d", "adaptive_avg_pool2d", "mean")
+
+
+def _node_kind(qmodel, node) -> str:
+    if node.op == "call_module":
+        return type(qmodel.get_submodule(node.target)).__name__
+    return getattr(node.target, "__name__", str(node.target))
+
+
+def _unsigned_requantizers(qmodel, qnn, uact_q) -> None:
+    """Signed requantizers that Brevitas puts after Flatten / pooling of ReLU outputs go.
+
+    ``quantize`` requantizes a Linear's input with a signed quantizer; after ReLU (unsigned),
+    Flatten and average pooling the values are non-negative, so a signed quantizer wastes a
+    bit, and FINN cannot stream it (a signed threshold before Flatten leaves a Transpose and
+    the Flatten between partitions). With only moves in between, the ReLU's quantized tensor
+    passes as it is; after an average, an unsigned quantizer of the same width takes over
+    (``uact_q``), or none (``None``: the pooled values feed the layer as they are)."""
+    for node in list(qmodel.graph.nodes):
+        if node.op != "call_module" or not isinstance(qmodel.get_submodule(node.target), qnn.QuantIdentity):
+            continue
+        if node.target == getattr(_input_quant_node(qmodel), "target", None):
+            continue
+        module = qmodel.get_submodule(node.target)
+        if not getattr(module.act_quant, "is_signed", True):
+            continue
+        src, averaged = node.args[0] if node.args else None, False
+        while src is not None and getattr(src, "op", None) in ("call_module", "call_function", "call_method"):
+            kind = _node_kind(qmodel, src)
+            if kind in _MOVES:
+                src = src.args[0]
+            elif kind in _AVERAGES:
+                averaged, src = True, src.args[0]
+            else:
+                break
+        if src is None or getattr(src, "op", None) != "call_module":
+            continue
+        if not isinstance(qmodel.get_submodule(src.target), qnn.QuantReLU):
+            continue
+        _replace(qmodel, node.target, qnn.QuantIdentity(act_quant=uact_q, return_quant_tensor=True)
+                 if averaged and uact_q is not None else nn.Identity())
 
 
 def _input_quant_node(qmodel):

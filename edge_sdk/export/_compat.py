@@ -36,7 +36,7 @@ def require(module: str, extra: str = "fpga"):
             return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(
-            f"{module} is not installed; install it with: pip install 'edge-sdk[{extra}]'"
+            f"this export needs {module.partition('.')[0]} (the {extra} extra): pip install \"edge-fl-sdk[{extra}]\""
         ) from exc
 
 
@@ -46,7 +46,7 @@ def brevitas_export_env() -> Iterator[None]:
     manager = require("brevitas.export.onnx.manager")
     if getattr(manager, "opt", None) is None:
         raise MissingDependencyError(
-            "Brevitas' ONNX export needs onnxoptimizer; install it with: pip install 'edge-sdk[fpga]'"
+            "Brevitas' ONNX export needs onnxoptimizer (the fpga extra): pip install \"edge-fl-sdk[fpga]\""
         )
     yield
 
@@ -56,7 +56,9 @@ def qonnx_ir_fix() -> Iterator[None]:
     """Make qonnx's executor build IR-version-10 node models that onnxruntime accepts."""
     onnx_exec = require("qonnx.core.onnx_exec")
     basic = require("qonnx.util.basic")
-    originals = {onnx_exec: onnx_exec.qonnx_make_model, basic: basic.qonnx_make_model}
+    # channels-last wrapped ops (what hls4ml's intake makes) build their node models too
+    wrapped = require("qonnx.custom_op.channels_last.base_wrapped_op")
+    originals = {mod: mod.qonnx_make_model for mod in (onnx_exec, basic, wrapped)}
     make = originals[basic]
 
     def make_model(graph, **kwargs):

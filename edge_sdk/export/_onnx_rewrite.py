@@ -266,12 +266,18 @@ def _stem_space_to_depth_once(graph: onnx.GraphProto, shapes, ranks) -> str | No
     for conv in graph.node:
         if conv.op_type != "QLinearConv" or conv.domain not in ("", "ai.onnx") or len(conv.input) < 8:
             continue
-        quant = producer.get(conv.input[0])
+        quant, pad = producer.get(conv.input[0]), None
+        if quant is not None and quant.op_type == "Pad" and _pads_channels_only(quant, inits):
+            # the input quantized first (quantize_input_first), then the channel Pad
+            pad, quant = quant, producer.get(quant.input[0])
+            if (quant is None or quant.op_type != "QuantizeLinear" or quant.input[0] not in graph_inputs
+                    or len(consumers.get(pad.output[0], [])) != 1 or pad.output[0] in outputs):
+                continue
         if (quant is None or quant.op_type != "QuantizeLinear" or len(consumers.get(quant.output[0], [])) != 1
                 or quant.output[0] in outputs):
             continue
-        src, pad = quant.input[0], None
-        if src not in graph_inputs:
+        src = quant.input[0]
+        if pad is None and src not in graph_inputs:
             pad = producer.get(src)
             if (pad is None or pad.op_type != "Pad" or pad.input[0] not in graph_inputs
                     or len(consumers.get(src, [])) != 1 or src in outputs or not _pads_channels_only(pad, inits)):
@@ -352,16 +358,18 @@ def _stem_nodes(conv, quant, src, inits, shapes, ranks):
         new_inits.append(numpy_helper.from_array(tile(bias).astype(np.int32), names("bias")))
     n_axes = rank + 2
     to_first, to_last = [0, n_axes - 1, *range(1, n_axes - 1)], [0, *range(2, n_axes), 1]
-    nodes, x = [], src
+    # the input is quantized first (per tensor, so it commutes with the moves): no float op
+    # runs before the graph's first QuantizeLinear
+    nodes = [helper.make_node("QuantizeLinear", [src, *quant.input[1:]], [names("x_int")], name=quant.name)]
+    x = names("x_int")
     if channels > 1:  # channels-last first; for one channel that is only a reshape
         nodes.append(helper.make_node("Transpose", [x], [names("x_nhwc")], name=names("in_channels_last"),
                                       perm=to_last))
         x = names("x_nhwc")
     nodes += [
         helper.make_node("Reshape", [x, names("in_shape")], [names("x_blocks")], name=names("in_blocks")),
-        helper.make_node("Transpose", [names("x_blocks")], [names("x_cf")], name=names("in_channels_first"),
+        helper.make_node("Transpose", [names("x_blocks")], [names("xq")], name=names("in_channels_first"),
                          perm=to_first),
-        helper.make_node("QuantizeLinear", [names("x_cf"), *quant.input[1:]], [names("xq")], name=quant.name),
     ]
     inputs = list(conv.input)
     inputs[0], inputs[3], inputs[4], inputs[5] = names("xq"), names("w"), names("w_scale"), names("w_zero_point")

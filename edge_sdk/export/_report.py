@@ -34,6 +34,7 @@ class IntegerOnlyReport:
     boundary: list[FloatOp]
     node_count: int
     op_counts: dict[str, int]
+    style: str = "qoperator"  # qoperator | qdq, see check_integer_only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +71,7 @@ class ExportReport:
     per_channel: bool | None = None
     sparsity: float | None = None
     max_abs_error_steps: float | None = None
+    flow: str | None = None  # the FPGA tool a QONNX file was made for (None: generic)
     warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -105,6 +107,12 @@ class ExportReport:
         ]
         if self.weight_bits is not None:
             rows.append(("weight/act bits", f"W{self.weight_bits}A{self.act_bits}"))
+        if self.format == "qonnx":
+            rows.append(("made for", self.flow or "generic QONNX"))
+        if self.extra.get("quant_format"):
+            rows.append(("graph", self.extra["quant_format"]))
+        if "batch_size" in self.extra:
+            rows.append(("batch", self.extra["batch_size"] or "dynamic"))
         if self.activation_type is not None:
             rows.append(("activation type", self.activation_type))
         rows += [
@@ -123,7 +131,7 @@ class ExportReport:
                 ("latency ratio", self.latency_ratio),
             ]
         if self.sparsity is not None:
-            rows.append(("weight sparsity", self.sparsity))
+            rows.append(("weight sparsity (quantized zeros)", self.sparsity))
         for w in self.warnings:
             rows.append(("warning", w))
         return rows

@@ -5,10 +5,26 @@ keywords. Data (calibration, evaluation and fine-tuning samples) stays out of it
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-__all__ = ["BrevitasExportConfig"]
+from edge_sdk.errors import InvalidInputError
+
+__all__ = ["BrevitasExportConfig", "FLOWS", "BIAS_QUANTS"]
+
+BIAS_QUANTS = ("int32", "float")
+# what each FPGA tool takes, measured with it (see the field notes in the architecture doc):
+# hls4ml 1.3.0 fails on per-channel weight scales with a 32-bit bias Quant and converts
+# per-tensor power-of-two scales (their products are the bias scales it absorbs); FINN's
+# pinned qonnx folds a 32-bit bias Quant into wrong outputs, so its biases stay float (they
+# streamline into thresholds) and its Quant parameters become shape (1,) (see _qonnx_flows).
+# Neither gets a requantizer after average pooling: FINN takes no unsigned Quant that does
+# not follow a ReLU, and hls4ml's requantizer of the pooled values differed from qonnx's
+# (resnet8: 0.24 at that node, 137 output steps); without it hls4ml is within one step.
+FLOWS: dict[str, dict[str, Any]] = {
+    "hls4ml": {"per_channel": False, "pow2_scales": True, "bias_quant": "int32", "requantize_pooled": False},
+    "finn": {"per_channel": True, "pow2_scales": False, "bias_quant": "float", "requantize_pooled": False},
+}
 
 
 @dataclass(frozen=True)
@@ -25,6 +41,12 @@ class BrevitasExportConfig:
     ``verify_samples``: QONNX samples run through qonnx's executor (QCDQ verifies every
     evaluation sample); ``tolerance_steps``: allowed difference in output quantization steps.
     ``threads`` / ``measure_latency``: QCDQ's onnxruntime latency. ``opset``: ONNX opset.
+    ``bias_quant``: ``int32`` (a 32-bit bias Quant at input x weight scale) or ``float``
+    biases. ``flow``: ``None`` for generic QONNX, or the FPGA tool the graph is made for
+    (``finn`` / ``hls4ml``, see :data:`FLOWS` and :meth:`for_flow`), which also selects that
+    tool's graph clean-up after export. ``requantize_pooled``: an unsigned requantizer after
+    average pooling of ReLU outputs (``False``: the pooled sums feed the next layer, which
+    FINN streamlines; it takes no unsigned quantizer that does not follow a ReLU).
     """
 
     weight_bits: int | None = None
@@ -41,6 +63,28 @@ class BrevitasExportConfig:
     threads: int = 1
     measure_latency: bool = True
     opset: int = 13
+    bias_quant: str = "int32"
+    requantize_pooled: bool = True
+    flow: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.flow is not None and self.flow not in FLOWS:
+            raise InvalidInputError(f"flow={self.flow!r} is not accepted; expected None or one of {', '.join(FLOWS)}")
+        if self.bias_quant not in BIAS_QUANTS:
+            raise InvalidInputError(f"bias_quant={self.bias_quant!r} is not accepted; expected one of "
+                                    f"{', '.join(BIAS_QUANTS)}")
+
+    @classmethod
+    def for_flow(cls, flow: str | None, **settings: Any) -> BrevitasExportConfig:
+        """The preset of ``flow`` (generic defaults for ``None``), then ``settings`` over it."""
+        if flow is not None and flow not in FLOWS:
+            raise InvalidInputError(f"flow={flow!r} is not accepted; expected None or one of {', '.join(FLOWS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise InvalidInputError(f"BrevitasExportConfig does not take {', '.join(unknown)}")
+        preset = FLOWS.get(flow, {}) if flow else {}
+        return replace(cls(flow=flow), **{**preset, **settings})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -204,6 +204,20 @@ def _trace_layers(model: nn.Module, shape, device: str, zeros) -> list[LayerShap
 _PASS_THROUGH = ("Quant", "DequantizeLinear", "QuantizeLinear", "Clip", "Identity", "Cast", "BipolarQuant")
 
 
+def _stored(w: np.ndarray, quant: onnx.NodeProto, inits) -> np.ndarray:
+    """``w`` as the integers ``quant`` (a QONNX ``Quant`` or a ``QuantizeLinear``) maps it to,
+    less the zero point, so a weight rounded to zero counts as zero."""
+    const = lambda i: numpy_helper.to_array(inits[quant.input[i]]).astype(np.float64) \
+        if len(quant.input) > i and quant.input[i] in inits else None  # noqa: E731
+    scale = const(1)
+    if scale is None:
+        return w
+    if quant.op_type == "QuantizeLinear" and scale.ndim == 1 and w.ndim > 1:  # per-axis on axis 0
+        scale = scale.reshape(-1, *([1] * (w.ndim - 1)))
+    # with an integer zero point z, round(w/s + z) - z == round(w/s); clipping never makes 0
+    return np.round(w.astype(np.float64) / scale)
+
+
 def _onnx_layers(source: Any) -> list[LayerShape]:
     model = source if isinstance(source, onnx.ModelProto) else onnx.load(os.fspath(source))
     try:
@@ -219,13 +233,19 @@ def _onnx_layers(source: Any) -> list[LayerShape]:
         shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
 
     def weight(name: str):
-        seen = 0
+        """The weight as its quantizer stores it (zeros where quantization rounds to 0)."""
+        seen, quant = 0, None
         while name not in inits and seen < 6:
             n = producer.get(name)
             if n is None or n.op_type not in _PASS_THROUGH:
                 return None
+            if quant is None and n.op_type in ("Quant", "QuantizeLinear"):
+                quant = n
             name, seen = n.input[0], seen + 1
-        return numpy_helper.to_array(inits[name]) if name in inits else None
+        if name not in inits:
+            return None
+        w = numpy_helper.to_array(inits[name])
+        return _stored(w, quant, inits) if quant is not None and w.dtype.kind == "f" else w
 
     weight_index = {"Conv": 1, "ConvInteger": 1, "Gemm": 1, "MatMul": 1, "MatMulInteger": 1,
                     "QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3}

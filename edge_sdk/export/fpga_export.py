@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,12 +30,14 @@ from edge_sdk.export._brevitas_ptq import PtqConfig, brevitas_ptq, check_support
 from edge_sdk.export._compact import compact_model
 from edge_sdk.export._compat import brevitas_export_env, qonnx_ir_fix, require, QONNX_IR_VERSION
 from edge_sdk.export._data import as_samples, check_model_accepts, float_logits, model_input_shape, split_eval
+from edge_sdk.export._metadata import stamp_model
+from edge_sdk.export._qonnx_flows import apply_flow
 from edge_sdk.export._report import ExportReport
 from edge_sdk.export._torch_onnx import capture_native_stderr, export_float_onnx
 from edge_sdk.export.config import BrevitasExportConfig
 from edge_sdk.export.integer_check import check_integer_only
 
-__all__ = ["to_qonnx", "to_qcdq", "finn_compatibility", "weight_sparsity"]
+__all__ = ["to_qonnx", "to_qcdq", "finn_compatibility", "weight_sparsity", "quantized_weight_sparsity"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,19 @@ def weight_sparsity(model: nn.Module) -> tuple[float, int, int]:
             w = module.weight.detach()
             zeros += int((w == 0).sum())
             total += w.numel()
+    return (zeros / total if total else 0.0), zeros, total
+
+
+def quantized_weight_sparsity(qmodel: nn.Module) -> tuple[float, int, int]:
+    """(fraction of weights whose quantized value is 0, zero count, total) of a Brevitas model:
+    at few bits, small weights round to zero and cost nothing where zeros are skipped."""
+    zeros = total = 0
+    with torch.no_grad():
+        for module in qmodel.modules():
+            if hasattr(module, "weight_quant") and hasattr(module, "quant_weight"):
+                w = module.quant_weight().value.detach()
+                zeros += int((w == 0).sum())
+                total += w.numel()
     return (zeros / total if total else 0.0), zeros, total
 
 
@@ -105,13 +121,16 @@ def _resolve(fmt: str, config: BrevitasExportConfig | None) -> tuple[BrevitasExp
     elif not isinstance(config, BrevitasExportConfig):
         raise InvalidInputError(f"config is a {type(config).__name__}; expected a BrevitasExportConfig")
     form = get_format(fmt)
+    if config.flow is not None and "flow" not in form.options:
+        raise InvalidInputError(f"flow={config.flow!r} applies to QONNX (the FPGA tools read Quant nodes), not {fmt}")
     wb, ab = form.default_bits
     config = replace(config, weight_bits=wb if config.weight_bits is None else config.weight_bits,
                      act_bits=ab if config.act_bits is None else config.act_bits)
     for kind in ("weight", "act", "input", "output"):
         form.check_bits(kind, getattr(config, f"{kind}_bits"))
     ptq = PtqConfig(config.weight_bits, config.act_bits, config.input_bits, config.output_bits,
-                    config.per_channel, config.pow2_scales, config.bias_correction)
+                    config.per_channel, config.pow2_scales, config.bias_correction,
+                    bias_quant=config.bias_quant, requantize_pooled=config.requantize_pooled)
     return config, ptq
 
 
@@ -173,11 +192,14 @@ class _Quantized:
     brevitas: np.ndarray
     step: float | None
     sparsity: float
+    float_sparsity: float
+    metadata: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
 def _quantize(fmt: str, model: nn.Module, calib: Any, path: Any, config: BrevitasExportConfig | None,
-              eval_data: Any, qat_data: Any, requires: tuple[str, ...] = ()) -> _Quantized:
+              eval_data: Any, qat_data: Any, metadata: Mapping[str, Any] | None,
+              requires: tuple[str, ...] = ()) -> _Quantized:
     """Check every input, then Brevitas PTQ (and optional QAT) of a copy of ``model``."""
     config, ptq = _resolve(fmt, config)
     out_path, float_model, calib_x, eval_x, eval_y, qat = _prepare(fmt, model, calib, path, eval_data, qat_data)
@@ -189,9 +211,26 @@ def _quantize(fmt: str, model: nn.Module, calib: Any, path: Any, config: Brevita
         warnings_.append("no eval_data given: parity measured on the calibration samples")
     qmodel = brevitas_ptq(float_model, calib_x, ptq, qat_data=qat, qat_epochs=config.qat_epochs,
                           qat_lr=config.qat_lr)
+    props = {**(metadata or {}), "format": fmt, "flow": config.flow, "weight_bits": config.weight_bits,
+             "act_bits": config.act_bits, "input_bits": config.input_bits, "output_bits": config.output_bits,
+             "per_channel": config.per_channel, "pow2_scales": config.pow2_scales, "bias_quant": config.bias_quant,
+             "calibration": f"Brevitas PTQ, {calib_x.shape[0]} samples"
+                            + (f", {config.qat_epochs} QAT epochs" if qat is not None and config.qat_epochs else "")}
     return _Quantized(fmt, config, ptq, out_path, float_model, eval_x, eval_y, qat is not None,
                       float_logits(float_model, eval_x), qmodel, _brevitas_outputs(qmodel, eval_x),
-                      output_step(qmodel, eval_x), weight_sparsity(float_model)[0], warnings_)
+                      output_step(qmodel, eval_x), quantized_weight_sparsity(qmodel)[0],
+                      weight_sparsity(float_model)[0], props, warnings_)
+
+
+def _stamp(q: _Quantized, proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Producer, version, doc string and metadata of a Brevitas export (see _metadata)."""
+    p = q.metadata
+    made_for = f"for {p['flow']}" if p.get("flow") else "generic"
+    doc = (f"edge-sdk {p['format']} ({made_for}) of {p.get('model') or 'a model'}: W{p['weight_bits']}A{p['act_bits']}, "
+           f"input {p['input_bits']} bits, {'per-channel' if p['per_channel'] else 'per-tensor'}"
+           f"{' power-of-two' if p['pow2_scales'] else ''} weight scales, {p['bias_quant']} biases, "
+           f"calibrated by {p['calibration']}")
+    return stamp_model(proto, doc, p)
 
 
 def _report(q: _Quantized, data: bytes, fp32_bytes: int, check, ex_logits: np.ndarray, steps: float | None,
@@ -214,9 +253,11 @@ def _report(q: _Quantized, data: bytes, fp32_bytes: int, check, ex_logits: np.nd
         per_channel=cfg.per_channel,
         sparsity=q.sparsity,
         max_abs_error_steps=steps,
+        flow=cfg.flow,
         warnings=q.warnings,
         extra={**extra, "output_step": q.step, "input_bits": cfg.input_bits, "output_bits": cfg.output_bits,
-               "pow2_scales": cfg.pow2_scales, "qat_epochs": cfg.qat_epochs if q.qat else 0},
+               "pow2_scales": cfg.pow2_scales, "bias_quant": cfg.bias_quant,
+               "qat_epochs": cfg.qat_epochs if q.qat else 0, "float_weight_sparsity": q.float_sparsity},
     )
 
 
@@ -242,6 +283,7 @@ def to_qonnx(
     *,
     eval_data: Any = None,
     qat_data: Any = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> ExportReport:
     """Brevitas PTQ of ``model`` at ``config``'s bits (default W4A4) and QONNX export to ``path``.
 
@@ -261,12 +303,13 @@ def to_qonnx(
     written. Top-1 agreement and accuracy are the Brevitas model's (equal to the graph's, as
     verified) against the float model.
     """
-    q = _quantize("qonnx", model, calib, path, config, eval_data, qat_data, requires=("qonnx.core.modelwrapper",))
+    q = _quantize("qonnx", model, calib, path, config, eval_data, qat_data, metadata,
+                  requires=("qonnx.core.modelwrapper",))
     bre = q.brevitas
     with tempfile.TemporaryDirectory(prefix="edge_sdk_qonnx_") as tmp:
         raw = os.path.join(tmp, "qonnx.onnx")
         _export("qonnx", q.qmodel, q.eval_x, raw, q.config.opset)
-        model_proto = _cleanup_qonnx(raw)
+        model_proto, flow_changes = apply_flow(_cleanup_qonnx(raw), q.config.flow)
         n_verify = min(int(q.config.verify_samples), q.eval_x.shape[0])
         got = _execute_qonnx(model_proto, q.eval_x[:n_verify])
         fp32_bytes = len(_fp32_onnx(q.float_model, q.eval_x, tmp))
@@ -278,6 +321,7 @@ def to_qonnx(
             f"quantization steps of {q.step:.4g}) on {n_verify} samples; allowed {q.config.tolerance_steps} "
             f"step(s); nothing written to {q.out_path}"
         )
+    model_proto = _stamp(q, model_proto)
     data = model_proto.SerializeToString()
     check = check_integer_only(model_proto)
     atomic_write_bytes(q.out_path, data)
@@ -286,6 +330,8 @@ def to_qonnx(
         "qonnx_vs_brevitas_max_abs": diff,
         "exact_fraction": float(np.mean(got == bre[:n_verify])) if n_verify else 1.0,
         "finn": finn_compatibility(model_proto),
+        "flow_changes": flow_changes,
+        "input_shape": _input_shape(model_proto),
         "note": "QONNX keeps Quant nodes on float tensors; FINN/hls4ml lower them to integer "
                 "hardware, so integer_only is false for this format by construction",
     }
@@ -303,11 +349,19 @@ def _cleanup_qonnx(path: str) -> onnx.ModelProto:
     return proto
 
 
+def _input_shape(model: onnx.ModelProto) -> list[int]:
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value for d in dims]
+
+
 def _execute_qonnx(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     modelwrapper = require("qonnx.core.modelwrapper")
     onnx_exec = require("qonnx.core.onnx_exec")
     wrapped = modelwrapper.ModelWrapper(model)
     iname, oname = wrapped.graph.input[0].name, wrapped.graph.output[0].name
+    shape = _input_shape(model)
+    if shape and x.shape[0] and int(np.prod(shape[1:])) == int(np.prod(x.shape[1:])):
+        x = x.reshape(x.shape[0], *shape[1:])  # a FINN graph takes 1-d signals as (C, L, 1)
     outs = []
     with qonnx_ir_fix(), capture_native_stderr(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -329,6 +383,7 @@ def to_qcdq(
     *,
     eval_data: Any = None,
     qat_data: Any = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> ExportReport:
     """Brevitas PTQ (as :func:`to_qonnx`, default W8A8) and QCDQ export: QuantizeLinear ->
     Clip -> DequantizeLinear around float ops, at most 8 bits, runnable in onnxruntime. The
@@ -341,12 +396,12 @@ def to_qcdq(
     written); latency (``config.measure_latency``) is onnxruntime's, against the fp32 ONNX at
     the same ``config.threads``.
     """
-    q = _quantize("qcdq", model, calib, path, config, eval_data, qat_data)
+    q = _quantize("qcdq", model, calib, path, config, eval_data, qat_data, metadata)
     threads = q.config.threads
     with tempfile.TemporaryDirectory(prefix="edge_sdk_qcdq_") as tmp:
         raw = os.path.join(tmp, "qcdq.onnx")
         _export("qcdq", q.qmodel, q.eval_x, raw, q.config.opset)
-        proto = compact_model(onnx.load(raw))
+        proto = _stamp(q, compact_model(onnx.load(raw)))
         data = proto.SerializeToString()
         fp32_data = _fp32_onnx(q.float_model, q.eval_x, tmp)
     try:

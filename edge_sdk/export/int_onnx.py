@@ -1,4 +1,4 @@
-"""Integer-only ONNX for CPUs: torch -> ONNX -> onnxruntime static quantization (QOperator)."""
+"""Integer-only ONNX for CPUs: torch -> ONNX -> onnxruntime static quantization (QOperator or QDQ)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections import Counter
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -19,13 +20,15 @@ from edge_sdk.errors import ExportError, InvalidInputError, VerificationError
 from edge_sdk.export import _ort
 from edge_sdk.export._data import as_samples, check_model_accepts, float_logits, model_input_shape, split_eval
 from edge_sdk.export._compact import compact_model
+from edge_sdk.export._input_quant import quantize_input_first
+from edge_sdk.export._metadata import stamp_model
 from edge_sdk.export._onnx_rewrite import pad_stem_channels, rewrite_for_ort_layout, rewrite_for_quantization
 from edge_sdk.export._report import ExportReport
 from edge_sdk.export._target import cpu_target, load_profile
 from edge_sdk.export._torch_onnx import INPUT_NAME, capture_native_stderr, export_float_onnx
 from edge_sdk.export.integer_check import check_integer_only
 
-__all__ = ["to_int_onnx", "ACTIVATION_TYPES", "CALIBRATION_METHODS"]
+__all__ = ["to_int_onnx", "ACTIVATION_TYPES", "CALIBRATION_METHODS", "QUANT_FORMATS"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,10 @@ ACTIVATION_TYPES = ("uint8", "int8")
 # both graphs are called through a pre-bound IOBinding (see edge_sdk.export._ort.LATENCY_METHODS)
 LATENCY_METHOD = "iobinding"
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+# qoperator: integer operators (QLinearConv, QGemm, QLinearAdd ... some com.microsoft), the
+# fastest graph on onnxruntime; qdq: QuantizeLinear -> DequantizeLinear around standard ops,
+# which OpenVINO and other runtimes read (onnxruntime fuses it at load time)
+QUANT_FORMATS = ("qoperator", "qdq")
 
 
 class _Reader:
@@ -55,6 +62,14 @@ class _Reader:
     def rewind(self) -> None:
         self.pos = 0
 
+
+
+class _DropOrtQdqAdvice(logging.Filter):
+    """onnxruntime advises QDQ for int8/int8 "on x64" through the root logger on every Arm
+    export; int8/int8 QOperator is what an Arm target wants, so the advice is noise there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Please use QuantFormat.QDQ" not in record.getMessage()
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
@@ -87,13 +102,17 @@ def to_int_onnx(
     measure_latency: bool = True,
     pad_stem: bool = True,
     layout_rewrites: bool | None = None,
+    quant_format: str = "qoperator",
+    metadata: Mapping[str, Any] | None = None,
 ) -> ExportReport:
     """Export ``model`` as an integer-only ONNX graph calibrated on ``calib`` and write ``path``.
 
     Steps: torch -> float ONNX (TorchScript exporter, ``dynamo=False``), onnxruntime
     pre-processing (shape inference, constant folding), exact rewrites that let the quantizer
-    cover token BatchNorm and activation Gathers, then ``quantize_static`` in operator format
-    (QLinearConv, QLinearMatMul, QGemm, QLinearAdd ...), int8 weights (per output channel when
+    cover token BatchNorm and activation Gathers, then ``quantize_static`` in ``quant_format``:
+    ``qoperator`` (QLinearConv, QLinearMatMul, and com.microsoft QGemm, QLinearAdd ..., the
+    faster graph on onnxruntime) or ``qdq`` (standard ops between QuantizeLinear and
+    DequantizeLinear, what OpenVINO reads); int8 weights (per output channel when
     ``per_channel``), ``activation_type`` activations: ``None`` picks uint8 for an x86 target
     (u8 x s8 kernels, fast with VNNI) and int8 for ARM; the target is ``target`` (a hardware
     profile or its name) or this host. ``reduce_range=None`` uses 7-bit weights only on x86
@@ -112,6 +131,12 @@ def to_int_onnx(
     shape arithmetic fold away, which transformers need to come out integer-only); ``None``
     exports a dynamic batch axis.
 
+    The input's ``QuantizeLinear`` is moved in front of any data-moving op (the stem's
+    channel Pad), so the graph is integer from its input. The file names edge-sdk as its
+    producer and carries the bits, calibration, quantization format and batch, plus
+    ``metadata`` (the caller's model name, plan, kept fraction ...), as ``edge_sdk.*``
+    metadata properties; only the opset domains its nodes use are declared.
+
     The file is written atomically (temporary file in the same folder, then renamed); with
     ``require_integer_only`` a graph that keeps float ops raises :class:`VerificationError`
     and nothing is written.
@@ -119,6 +144,7 @@ def to_int_onnx(
     if activation_type is not None:
         _check_choice("activation_type", activation_type, ACTIVATION_TYPES)
     _check_choice("calibration_method", calibration_method, CALIBRATION_METHODS)
+    _check_choice("quant_format", quant_format, QUANT_FORMATS)
     if not isinstance(opset, int) or not 13 <= opset <= 21:
         raise InvalidInputError(f"opset={opset!r} is not accepted; expected an integer from 13 to 21")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -130,6 +156,7 @@ def to_int_onnx(
     cpu = cpu_target(profile)
     act_type = activation_type or cpu.activation_type()
     use_layout = (cpu.is_x86 and act_type == "uint8") if layout_rewrites is None else bool(layout_rewrites)
+    use_layout = use_layout and quant_format == "qoperator"  # they rewrite QLinearConv / QGemm
     use_reduce_range = cpu.reduce_range() if reduce_range is None else bool(reduce_range)
 
     float_model = prepare_float_model(model)
@@ -157,12 +184,19 @@ def to_int_onnx(
         onnx.save(prepared, prep_path)
         q_path = os.path.join(tmp, "int8.onnx")
         _quantize(prep_path, q_path, calib_x, batch_size or min(32, calib_x.shape[0]),
-                  act_type, per_channel, calibration_method, use_reduce_range)
+                  act_type, per_channel, calibration_method, use_reduce_range, quant_format)
         q_model = onnx.load(q_path)
         if use_layout:
             q_model, post = _layout_rewrites(q_model, example, calib_x, warnings)
             changes += post
-        int8_model = compact_model(q_model)
+        q_model, moved = quantize_input_first(q_model)
+        changes += moved
+        weight_bits = 7 if use_reduce_range else 8
+        props = {**(metadata or {}), "format": "int8-onnx", "quant_format": quant_format,
+                 "weight_bits": weight_bits, "act_bits": 8, "activation_type": act_type,
+                 "per_channel": per_channel, "calibration": f"{calibration_method}, {calib_x.shape[0]} samples",
+                 "batch_size": batch_size or "dynamic", "target": cpu.name}
+        int8_model = stamp_model(compact_model(q_model), _doc(props), props)
         data = int8_model.SerializeToString()
         fp32_model = compact_model(onnx.load(fp32_path))
         fp32_data = fp32_model.SerializeToString()
@@ -199,13 +233,14 @@ def to_int_onnx(
         latency_ms_int8=lat_int,
         latency_ms_fp32=lat_fp32,
         threads=threads,
-        weight_bits=7 if use_reduce_range else 8,
+        weight_bits=weight_bits,
         act_bits=8,
         activation_type=act_type,
         calibration_method=calibration_method,
         per_channel=per_channel,
         warnings=warnings,
         extra={"target": cpu.name, "target_arch": cpu.arch, "reduce_range": use_reduce_range,
+               "quant_format": quant_format, "integer_check_style": check.style,
                "rewrites": changes, "batch_size": batch_size, "opset": opset,
                "latency_method": LATENCY_METHOD if measure_latency else None,
                "fp32_torch_export_bytes": raw_fp32_bytes,
@@ -256,8 +291,15 @@ def _preprocess(src: str, dst: str) -> None:
             raise ExportError(f"onnxruntime pre-processing failed: {exc2}") from exc2
 
 
+def _doc(props: Mapping[str, Any]) -> str:
+    model = props.get("model") or "a model"
+    return (f"edge-sdk int8 ONNX ({props['quant_format']}) of {model}: W{props['weight_bits']}A8, "
+            f"{props['activation_type']} activations, calibrated by {props['calibration']}, "
+            f"batch {props['batch_size']}, for {props['target']}; quantized from the graph input on")
+
+
 def _quantize(src: str, dst: str, calib: np.ndarray, batch: int, act_type: str, per_channel: bool,
-              method: str, reduce_range: bool) -> None:
+              method: str, reduce_range: bool, quant_format: str = "qoperator") -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
@@ -267,11 +309,13 @@ def _quantize(src: str, dst: str, calib: np.ndarray, batch: int, act_type: str, 
     extra: dict[str, Any] = {}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
+    root, quiet = logging.getLogger(), _DropOrtQdqAdvice()
+    root.addFilter(quiet)
     try:
         with capture_native_stderr():
             quantize_static(
                 src, dst, _Reader(calib, batch),
-                quant_format=QuantFormat.QOperator,
+                quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
                 per_channel=per_channel,
                 reduce_range=reduce_range,
                 activation_type=QuantType.QUInt8 if act_type == "uint8" else QuantType.QInt8,
@@ -282,3 +326,5 @@ def _quantize(src: str, dst: str, calib: np.ndarray, batch: int, act_type: str, 
     except Exception as exc:  # noqa: BLE001 - the quantizer raises plain exceptions
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"onnxruntime quantize_static failed: {first}") from exc
+    finally:
+        root.removeFilter(quiet)

@@ -19,7 +19,7 @@ from onnx import TensorProto
 from edge_sdk.errors import InvalidInputError
 from edge_sdk.export._report import FloatOp, IntegerOnlyReport
 
-__all__ = ["check_integer_only", "tensor_elem_types"]
+__all__ = ["check_integer_only", "tensor_elem_types", "graph_style", "QDQ_INTEGER_OPS"]
 
 ModelLike = Union[str, "os.PathLike[str]", onnx.ModelProto]
 
@@ -130,16 +130,42 @@ def producers_and_consumers(graph: onnx.GraphProto) -> tuple[dict[str, onnx.Node
     return producer, consumers
 
 
-def check_integer_only(model: ModelLike) -> IntegerOnlyReport:
+# ops with an exact integer kernel that a runtime uses when every float input comes from a
+# DequantizeLinear and every output goes to a QuantizeLinear (QDQ / QCDQ graphs); a chain of
+# them between DequantizeLinear and QuantizeLinear nodes fuses too (Conv -> Relu). Ops that
+# need float arithmetic inside (Sigmoid, Softmax, norms) are not here: they are reported.
+QDQ_INTEGER_OPS = frozenset(
+    {"Conv", "MatMul", "Gemm", "Add", "Mul", "Relu", "Clip", "MaxPool", "AveragePool",
+     "GlobalAveragePool", "GlobalMaxPool", "Concat"} | LAYOUT_OPS
+)  # fmt: skip
+_QOPERATOR_PREFIXES = ("QLinear", "QGemm", "QAttention", "ConvInteger", "MatMulInteger", "DynamicQuantize")
+
+
+def graph_style(model: onnx.ModelProto) -> str:
+    """``qoperator`` when the graph holds integer operators (QLinearConv, QGemm ...), else ``qdq``."""
+    return "qoperator" if any(n.op_type.startswith(_QOPERATOR_PREFIXES) for n in model.graph.node) else "qdq"
+
+
+def check_integer_only(model: ModelLike, *, style: str = "auto") -> IntegerOnlyReport:
     """List every node that computes on float tensors inside the quantized region.
 
-    The boundary nodes are the ``QuantizeLinear`` nodes fed (possibly through layout ops) by
-    a graph input and the ``DequantizeLinear`` nodes feeding (possibly through layout ops) a
-    graph output. Any other node with a float activation input or output is reported with
-    its name and op type. A graph with no quantize node at all is reported with all its
-    compute nodes as float ops.
+    The check starts at the graph input: the input must go straight into ``QuantizeLinear``
+    nodes (or shape-reading ops), so a float op before the first quantizer (a stem ``Pad`` or
+    ``Reshape``) is reported. At the output, the ``DequantizeLinear`` nodes feeding a graph
+    output (possibly through layout ops) are the boundary. ``style``: ``qoperator`` reports
+    every other node with a float activation input or output; ``qdq`` (QuantizeLinear ->
+    DequantizeLinear around standard ops) accepts a node a runtime fuses into an integer
+    kernel (:data:`QDQ_INTEGER_OPS`, all its float inputs from DequantizeLinear of integers or
+    from such nodes, all its outputs into QuantizeLinear or such nodes, float constants only
+    through DequantizeLinear) and reports the others with the Q/DQ nodes around them;
+    ``auto`` picks by :func:`graph_style`. A graph with no quantize node at all is reported
+    with all its compute nodes as float ops.
     """
     proto = _load(model)
+    if style == "auto":
+        style = graph_style(proto)
+    if style not in ("qoperator", "qdq"):
+        raise InvalidInputError(f"style={style!r} is not accepted; expected auto, qoperator or qdq")
     graph = proto.graph
     types = tensor_elem_types(proto)
     initializers = {i.name for i in graph.initializer}
@@ -154,22 +180,13 @@ def check_integer_only(model: ModelLike) -> IntegerOnlyReport:
         return bool(name) and name not in static and types.get(name, 0) in FLOAT_TYPES
 
     boundary_ids: set[int] = set()
-    # input side: walk forward from graph inputs through layout ops to QuantizeLinear
-    frontier = list(graph_inputs)
-    seen: set[str] = set()
-    while frontier:
-        t = frontier.pop()
-        if t in seen:
-            continue
-        seen.add(t)
+    for t in graph_inputs:  # input side: only the input's own quantizers
         for n in consumers.get(t, []):
-            if n.op_type == "QuantizeLinear" or (n.op_type in LAYOUT_OPS | SHAPE_OPS):
+            if n.op_type == "QuantizeLinear" or n.op_type in SHAPE_OPS:
                 boundary_ids.add(id(n))
-                if n.op_type in LAYOUT_OPS:
-                    frontier.extend(o for o in n.output if o)
     # output side: walk backward from graph outputs through layout ops to DequantizeLinear
     frontier = list(graph_outputs)
-    seen = set()
+    seen: set[str] = set()
     while frontier:
         t = frontier.pop()
         if t in seen:
@@ -183,6 +200,8 @@ def check_integer_only(model: ModelLike) -> IntegerOnlyReport:
             if n.op_type in LAYOUT_OPS:
                 frontier.extend(i for i in n.input[:1] if i)
     has_quantize = any(n.op_type == "QuantizeLinear" for n in graph.node)
+    fused = _qdq_fused(graph, producer, consumers, types, is_float, graph_outputs, boundary_ids) \
+        if style == "qdq" and has_quantize else set()
 
     float_ops: list[FloatOp] = []
     boundary: list[FloatOp] = []
@@ -197,7 +216,7 @@ def check_integer_only(model: ModelLike) -> IntegerOnlyReport:
             continue
         if n.op_type in SHAPE_OPS and not any(is_float(o) for o in n.output):
             continue
-        if touches_float:
+        if touches_float and id(n) not in fused:
             float_ops.append(item)
     integer_only = bool(graph.node) and not float_ops
     return IntegerOnlyReport(
@@ -206,4 +225,42 @@ def check_integer_only(model: ModelLike) -> IntegerOnlyReport:
         boundary=boundary,
         node_count=len(graph.node),
         op_counts=dict(Counter(n.op_type for n in graph.node)),
+        style=style,
     )
+
+
+def _qdq_fused(graph, producer, consumers, types, is_float, graph_outputs, boundary_ids) -> set[int]:
+    """ids of the nodes of a QDQ graph that run as integer kernels, with their Q/DQ nodes."""
+    integer = lambda name: types.get(name, 0) in _QUANT_TYPES or types.get(name, 0) == TensorProto.INT32  # noqa: E731
+    ops = {id(n): n for n in graph.node
+           if n.op_type in QDQ_INTEGER_OPS and (any(is_float(i) for i in n.input) or any(is_float(o) for o in n.output))}
+    dq_ok = {id(n) for n in graph.node if n.op_type == "DequantizeLinear" and integer(n.input[0])}
+
+    def fed_ok(name: str) -> bool:  # a float input of a candidate
+        src = producer.get(name)
+        return src is not None and (id(src) in dq_ok or id(src) in ops)
+
+    changed = True
+    while changed:
+        changed = False
+        for key, n in list(ops.items()):
+            inputs_ok = all(fed_ok(i) for i in n.input if i and types.get(i, 0) in FLOAT_TYPES)
+            outputs_ok = all(
+                o not in graph_outputs and consumers.get(o)
+                and all(c.op_type == "QuantizeLinear" or id(c) in ops for c in consumers[o])
+                for o in n.output if o
+            )
+            if not (inputs_ok and outputs_ok):
+                del ops[key]
+                changed = True
+    fused = set(ops)
+    for n in graph.node:  # the Q/DQ nodes that only border fused nodes are integer markers
+        if n.op_type == "DequantizeLinear" and id(n) in dq_ok:
+            users = [c for o in n.output for c in consumers.get(o, [])]
+            if all(id(c) in fused or id(c) in boundary_ids for c in users):
+                fused.add(id(n))
+        elif n.op_type == "QuantizeLinear" and not is_float(n.output[0]):
+            src = producer.get(n.input[0])
+            if src is not None and (id(src) in fused or src.op_type == "DequantizeLinear"):
+                fused.add(id(n))
+    return fused

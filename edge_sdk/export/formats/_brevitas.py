@@ -27,7 +27,7 @@ class BrevitasFormat(ExportFormat):
     """Brevitas post-training quantization, then one of Brevitas' ONNX exporters."""
 
     fpga_budget = True
-    options: ClassVar[tuple[str, ...]] = (*_config_options(), "qat_data")
+    options: ClassVar[tuple[str, ...]] = (*_config_options(), "qat_data", "metadata")
     # the edge_sdk.export function writing this format:
     # (model, calib, path, config, *, eval_data, qat_data) -> ExportReport
     exporter: ClassVar[str]
@@ -43,6 +43,9 @@ class BrevitasFormat(ExportFormat):
         from edge_sdk.export.config import BrevitasExportConfig
 
         qat_data = options.pop("qat_data", None)
-        config = BrevitasExportConfig(weight_bits=fit.weight_bits, act_bits=fit.act_bits, threads=threads,
-                                      measure_latency=measure_latency, **options)
-        return getattr(export, self.exporter)(model, calib, path, config, eval_data=eval_data, qat_data=qat_data)
+        metadata = options.pop("metadata", None)
+        config = BrevitasExportConfig.for_flow(options.pop("flow", None), weight_bits=fit.weight_bits,
+                                               act_bits=fit.act_bits, threads=threads,
+                                               measure_latency=measure_latency, **options)
+        return getattr(export, self.exporter)(model, calib, path, config, eval_data=eval_data, qat_data=qat_data,
+                                              metadata=metadata)

@@ -1,4 +1,5 @@
-"""``int8-onnx``: integer-only ONNX (onnxruntime static quantization, QOperator) for CPUs."""
+"""``int8-onnx``: integer-only ONNX (onnxruntime static quantization) for CPUs: the QOperator
+graph for onnxruntime (default) or the QDQ graph of standard ops for OpenVINO and others."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class Int8Onnx(ExportFormat):
     act_range = (8, 8)
     default_bits = (8, 8)
     options = ("calibration_method", "require_integer_only", "activation_type", "per_channel", "opset",
-               "batch_size", "reduce_range", "pad_stem", "layout_rewrites")
+               "batch_size", "reduce_range", "pad_stem", "layout_rewrites", "quant_format", "metadata")
 
     def write(self, model: nn.Module, calib: Any, path: str | os.PathLike[str], fit: FitResult, *,
               eval_data: Any, threads: int, measure_latency: bool, options: dict[str, Any]) -> ExportReport:

@@ -18,3 +18,4 @@ class Qcdq(BrevitasFormat):
     act_range = (2, 8)
     default_bits = (8, 8)
     exporter = "to_qcdq"
+    options = tuple(o for o in BrevitasFormat.options if o != "flow")  # flows are QONNX presets

@@ -1,4 +1,5 @@
-"""``qonnx``: Brevitas QONNX (``Quant`` nodes, 2 to 16 bits), what FINN and hls4ml read."""
+"""``qonnx``: Brevitas QONNX (``Quant`` nodes, 2 to 16 bits); with ``flow="finn"`` or
+``flow="hls4ml"`` the graph that tool takes as it is (:data:`edge_sdk.export.config.FLOWS`)."""
 
 from __future__ import annotations
 
@@ -17,3 +18,4 @@ class Qonnx(BrevitasFormat):
     act_range = (2, 16)
     default_bits = (4, 4)
     exporter = "to_qonnx"
+    flows = ("finn", "hls4ml")  # presets of BrevitasExportConfig.for_flow, chosen by the option "flow"
