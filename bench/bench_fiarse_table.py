@@ -4,13 +4,16 @@ Dirichlet 0.3, the same rounds and local steps for every method, 3 seeds.
 For every method: the global model's test accuracy at each submodel size, their average,
 and the clients' local accuracy (each client's submodel on test data with its own label mix),
 mean and spread over seeds. Methods: fiarse (hard-mask and surrogate gradient),
-fiarse-structured, heterofl, fedrolex, and full-model fedavg (every client trains the whole
-model: the ceiling, not a feasible method when weak clients cannot hold it).
+fiarse-structured, heterofl, fedrolex, feddropout (Federated Dropout: random channels per
+client and round) and full-model fedavg (every client trains the whole model: the ceiling,
+not a feasible method when weak clients cannot hold it). Any registered strategy can be
+added as a row with ``--add-to``: its runs join an existing result file of the same setup.
 
 Bar: FIARSE's average global accuracy beats HeteroFL's and FedRolex's; the margin is paired
 by seed (same data split, same initial model) and reported with its spread.
 
 Run: /work/venv/bin/python bench/bench_fiarse_table.py   (about 15 min on 2 shared cores)
+Add a row: python bench/bench_fiarse_table.py --methods feddropout --add-to bench/bench_fiarse_table.json
 Writes bench/bench_fiarse_table.md and bench/bench_fiarse_table.json next to this file.
 """
 
@@ -36,18 +39,19 @@ OUT_MD = HERE / "bench_fiarse_table.md"
 OUT_JSON = HERE / "bench_fiarse_table.json"
 TIERS = "1,1/4,1/16,1/64"
 
-# label -> (strategy, fiarse_gradient)
+# label -> (strategy, its options)
 METHODS = {
-    "fiarse (hard)": ("fiarse", "hard"),
-    "fiarse (surrogate)": ("fiarse", "surrogate"),
-    "fiarse-structured": ("fiarse-structured", "hard"),
-    "heterofl": ("heterofl", "hard"),
-    "fedrolex": ("fedrolex", "hard"),
-    "fedavg (full model, ceiling)": ("fedavg", "hard"),
+    "fiarse (hard)": ("fiarse", {"gradient": "hard"}),
+    "fiarse (surrogate)": ("fiarse", {"gradient": "surrogate"}),
+    "fiarse-structured": ("fiarse-structured", {}),
+    "heterofl": ("heterofl", {}),
+    "fedrolex": ("fedrolex", {}),
+    "feddropout": ("feddropout", {}),
+    "fedavg (full model, ceiling)": ("fedavg", {}),
 }
 # optional rows (not run by default): --methods ... "fiarse (layer threshold)"
 EXTRA_METHODS = {
-    "fiarse (layer threshold)": ("fiarse", "hard", {"scope": "layer"}),
+    "fiarse (layer threshold)": ("fiarse", {"gradient": "hard", "scope": "layer"}),
 }
 
 
@@ -65,11 +69,10 @@ def _run_one(job: dict) -> dict:
     from edge_sdk.simulation import SimulationConfig, run_simulation
 
     cfg = SimulationConfig(
-        strategy=job["strategy"], fiarse_gradient=job["gradient"], dataset="mnist1d",
+        strategy=job["strategy"], strategy_options=job["options"], dataset="mnist1d",
         model=job["model"], clients=job["clients"], tiers=TIERS, alpha=job["alpha"],
         rounds=job["rounds"], local_steps=job["local_steps"], batch_size=job["batch_size"],
-        lr=job["lr"], seed=job["seed"], eval_every=job["eval_every"],
-        model_kwargs=job["model_kwargs"], plan_options=job["plan_options"],
+        lr=job["lr"], seed=job["seed"], eval_every=job["eval_every"], model_options=job["model_options"],
     )
     res = run_simulation(cfg)
     doc = res.to_dict()
@@ -78,7 +81,8 @@ def _run_one(job: dict) -> dict:
         from edge_sdk import submodel
 
         smallest = min(Fraction(t) for t in TIERS.split(","))
-        plan = submodel.plan("fiarse", res.global_model, float(smallest), **job["plan_options"])
+        scope = job["options"].get("scope")
+        plan = submodel.plan("fiarse", res.global_model, float(smallest), **({"scope": scope} if scope else {}))
         masks = {n: [int(m.sum()), int(m.numel())] for n, m in plan.masks.items()}
     return {
         "fiarse_smallest_mask": masks,
@@ -127,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                     metavar="METHOD")
     ap.add_argument("--out", default=str(OUT_MD.with_suffix("")), help="output path without suffix")
     ap.add_argument("--render", metavar="JSON", help="only rewrite the markdown from an existing result JSON")
+    ap.add_argument("--add-to", metavar="JSON",
+                    help="run only --methods and add their runs to this result file (its setup must be the same)")
     args = ap.parse_args(argv)
     if args.render:
         from edge_sdk._io import atomic_write_text
@@ -137,17 +143,18 @@ def main(argv: list[str] | None = None) -> int:
         print(md)
         return 0
 
-    model_kwargs = {"width": args.width}
-    table = {**{k: (*v, {}) for k, v in METHODS.items()}, **EXTRA_METHODS}
+    model_options = {"width": args.width}
+    table = {**METHODS, **EXTRA_METHODS}
     jobs = [
         {
-            "method": m, "strategy": table[m][0], "gradient": table[m][1], "plan_options": table[m][2], "seed": s,
+            "method": m, "strategy": table[m][0], "options": table[m][1], "seed": s,
             "model": args.model, "clients": args.clients, "alpha": args.alpha, "rounds": args.rounds,
             "local_steps": args.local_steps, "batch_size": args.batch_size, "lr": args.lr,
-            "eval_every": args.eval_every, "model_kwargs": model_kwargs,
+            "eval_every": args.eval_every, "model_options": model_options,
         }
         for s in args.seeds for m in args.methods
     ]
+    previous = _previous(args) if args.add_to else None
     t0 = time.perf_counter()
     results: list[dict] = []
     if args.workers <= 1:
@@ -161,9 +168,19 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(res)
                 _log(res)
     wall = time.perf_counter() - t0
+    added = None
+    methods = list(args.methods)
+    command = "python bench/bench_fiarse_table.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if previous is not None:  # the earlier rows first, as they were; a re-run method replaces its runs
+        methods = [m for m in previous["summary"] if m not in methods] + methods
+        results = [r for r in previous["runs"] if r["method"] not in args.methods] + results
+        added = [*previous.get("added", []), {"methods": list(args.methods), "machine": machine_info(),
+                                               "wall_time_s": wall, "load_average": list(os.getloadavg())}]
+        wall += previous["wall_time_s"]
+        command = f"{previous['command']}; then {command.strip()}"
 
     tiers = TIERS.split(",")
-    by_method = {m: sorted((r for r in results if r["method"] == m), key=lambda r: r["seed"]) for m in args.methods}
+    by_method = {m: sorted((r for r in results if r["method"] == m), key=lambda r: r["seed"]) for m in methods}
     summary = {}
     for m, rs in by_method.items():
         summary[m] = {
@@ -175,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     margins = {}
     for ref in ("heterofl", "fedrolex"):
-        for fl in ("fiarse (hard)", "fiarse (surrogate)", "fiarse-structured"):
+        for fl in ("fiarse (hard)", "fiarse (surrogate)", "fiarse-structured", "feddropout"):
             if fl in by_method and ref in by_method:
                 a = {r["seed"]: r["final_average"] for r in by_method[fl]}
                 b = {r["seed"]: r["final_average"] for r in by_method[ref]}
@@ -183,15 +200,14 @@ def main(argv: list[str] | None = None) -> int:
                 mean, sd = _ms(diffs)
                 margins[f"{fl} - {ref}"] = {"per_seed": diffs, "mean": mean, "std": sd, "min": min(diffs)}
 
-    command = "python bench/bench_fiarse_table.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     doc = {
         "bench": "fiarse_table",
         "command": command.strip(),
-        "machine": machine_info(),
+        "machine": previous["machine"] if previous is not None else machine_info(),
         "setup": {
             "dataset": "mnist1d (4000 train / 1000 test, generated offline, data seed = run seed)",
             "model": args.model, "width": args.width, "clients": args.clients, "tiers": tiers,
-            "params": _param_count(args.model, model_kwargs),
+            "params": _param_count(args.model, model_options),
             "alpha": args.alpha, "rounds": args.rounds, "local_steps": args.local_steps,
             "batch_size": args.batch_size, "lr": args.lr, "optimizer": "SGD momentum 0.9",
             "seeds": args.seeds, "workers": args.workers, "threads_per_worker": 1,
@@ -201,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         "margins": margins,
         "runs": results,
     }
+    if added:
+        doc["added"] = added
     bar = _bar(margins)
     if bar:
         doc["bar"] = bar
@@ -215,6 +233,20 @@ def main(argv: list[str] | None = None) -> int:
 
 # the bar is judged on FIARSE as shipped: the default gradient mode (edge_sdk.submodel.fiarse)
 BAR_LABEL = "fiarse (surrogate)"
+
+
+def _previous(args: argparse.Namespace) -> dict:
+    """The result file rows are added to, refused if its setup differs from this run's."""
+    doc = json.loads(Path(args.add_to).read_text())
+    s = doc["setup"]
+    mine = {"model": args.model, "width": args.width, "clients": args.clients, "alpha": args.alpha,
+            "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": args.batch_size, "lr": args.lr,
+            "seeds": list(args.seeds)}
+    differ = {k: (s.get(k), v) for k, v in mine.items() if s.get(k) != v}
+    if differ:
+        raise SystemExit(f"--add-to {args.add_to}: its setup differs from this run's: {differ}")
+    args.out = str(Path(args.add_to).with_suffix(""))
+    return doc
 
 
 def _bar(margins: dict) -> dict | None:
@@ -296,6 +328,12 @@ def _markdown(doc: dict, tiers: list[str]) -> str:
         f"Command: `{doc['command']}`",
         "",
     ]
+    for add in doc.get("added", []):
+        lines.insert(-3, f"Rows {', '.join(add['methods'])} were added later with `--add-to` (same setup, seeds and "
+                     f"data; the other rows' code paths are pinned by tests/test_strategy_pins.py): "
+                     f"{add['wall_time_s'] / 60:.1f} min, load average at the end "
+                     f"{', '.join(f'{x:.1f}' for x in add['load_average'])} (other work was running).")
+        lines.insert(-3, "")
     return "\n".join(lines)
 
 

@@ -27,10 +27,14 @@ _LAZY = {
     "aggregate": "edge_sdk.aggregation",
     "run_simulation": "edge_sdk.simulation",
     "SimulationConfig": "edge_sdk.simulation",
+    "create_strategy": "edge_sdk.strategies",
+    "strategy_names": "edge_sdk.strategies",
+    "FederationSettings": "edge_sdk.settings",
 }
 
 # Subpackages reachable as attributes after a bare ``import edge_sdk``.
-_SUBPACKAGES = ("models", "hw_profiles", "profiler", "clustering", "submodel", "aggregation", "export", "server_data")
+_SUBPACKAGES = ("models", "hw_profiles", "profiler", "clustering", "submodel", "aggregation", "export", "server_data",
+                "strategies")
 
 __all__ = ["__version__", *_LAZY, *_SUBPACKAGES]
 

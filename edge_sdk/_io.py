@@ -1,12 +1,20 @@
-"""Atomic file output: a file is either fully written or not there at all."""
+"""Atomic file output: a file is either fully written or not there at all.
+
+A regular file is replaced through a temporary file and a rename. A path that names
+something else (a FIFO, a character device such as ``/dev/stdout`` or ``/dev/null``) is
+written through, never replaced by a regular file; a symbolic link's target is replaced,
+not the link.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
-from edge_sdk.errors import OutputError
+from edge_sdk.errors import InvalidInputError, OutputError
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -15,7 +23,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     Raises :class:`OutputError` naming the path when it cannot be written; the previous
     content of ``path``, if any, is kept in that case.
     """
-    target = Path(path)
+    target = _resolve(path)
+    if _is_special(target):
+        return _write_through(target, data)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"cannot write {target}: folder {folder} does not exist")
@@ -46,7 +56,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 def check_writable(path: str | os.PathLike[str]) -> Path:
     """Fail early, before long work, when ``path`` cannot be created or replaced."""
-    target = Path(path)
+    target = _resolve(path)
+    if _is_special(target):
+        if not os.access(target, os.W_OK):
+            raise OutputError(f"cannot write {path}: not writable")
+        return target
     folder = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
         raise OutputError(f"cannot write {target}: it is a directory")
@@ -56,6 +70,56 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
         raise OutputError(f"cannot write {target}: folder {folder} is not writable")
     if target.exists() and not os.access(target, os.W_OK):
         raise OutputError(f"cannot write {target}: file is not writable")
+    return target
+
+
+def check_distinct(outputs: Mapping[str, str | os.PathLike[str] | None],
+                   inputs: Mapping[str, str | os.PathLike[str] | None] | None = None) -> None:
+    """Refuse two outputs that are the same file, or an output that is one of the inputs
+    (``--out`` equal to ``--json`` would replace the artifact with its report; ``--out`` equal
+    to an input would destroy it). Keys name the options in the error; ``-`` (stdout) and
+    None are skipped."""
+    seen: dict[str, str] = {}
+    for flag, path in outputs.items():
+        if path is None or str(path) == "-":
+            continue
+        key = _identity(path)
+        if key in seen:
+            raise InvalidInputError(f"{flag} {path} is the same file as {seen[key]}; give each output its own path")
+        seen[key] = f"{flag} {path}"
+    for flag, path in (inputs or {}).items():
+        if path is None or str(path) == "-":
+            continue
+        key = _identity(path)
+        if key in seen and not _is_special(Path(key)):
+            raise InvalidInputError(f"{seen[key]} would overwrite the input {flag} {path}; write to another path")
+
+
+def _identity(path: str | os.PathLike[str]) -> str:
+    return os.path.realpath(os.fspath(path))
+
+
+def _resolve(path: str | os.PathLike[str]) -> Path:
+    """The file ``path`` names: a symbolic link's final target (so the link stays a link)."""
+    p = Path(path)
+    return Path(os.path.realpath(p)) if p.is_symlink() else p
+
+
+def _is_special(target: Path) -> bool:
+    """An existing non-regular, non-directory file (FIFO, device, socket)."""
+    try:
+        mode = target.stat().st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _write_through(target: Path, data: bytes) -> Path:
+    try:
+        with open(target, "wb") as handle:
+            handle.write(data)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return target
 
 

@@ -1,7 +1,7 @@
 """Small data sets generated offline, and the non-IID client splits simulations use.
 
 Nothing here downloads: MNIST-1D is generated with the ``mnist1d`` package and the digits
-come bundled with scikit-learn (both in the ``data`` extra: ``pip install "edge-sdk[data]"``).
+come bundled with scikit-learn (both in the ``data`` extra: ``pip install "edge-fl-sdk[data]"``).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _mnist1d_arrays(seed: int) -> tuple[np.ndarray, ...]:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as exc:
         raise MissingDependencyError(
-            'dataset "mnist1d" needs the mnist1d package: pip install "edge-sdk[data]"'
+            'dataset "mnist1d" needs mnist1d (the data extra): pip install "edge-fl-sdk[data]"'
         ) from exc
     args = get_dataset_args()
     args.seed = seed
@@ -137,7 +137,7 @@ def _digits_arrays(seed: int) -> tuple[np.ndarray, ...]:
         from sklearn.datasets import load_digits
     except ImportError as exc:
         raise MissingDependencyError(
-            'dataset "digits" needs scikit-learn: pip install "edge-sdk[data]"'
+            'dataset "digits" needs scikit-learn (the data extra): pip install "edge-fl-sdk[data]"'
         ) from exc
     bunch = load_digits()  # bundled with scikit-learn, no download
     x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]

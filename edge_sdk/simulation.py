@@ -2,27 +2,26 @@
 
 Clients are spread evenly over size tiers (fractions of the global model's parameters),
 get a Dirichlet(alpha) label split of the training data, and every round train the
-submodel their tier's plan extracts from the current global model; the server merges the
-updates with the strategy's aggregation rule. The result holds per-round metrics and the
-global model's test accuracy at every tier size (FIARSE's "global" accuracy) plus the mean
-accuracy of each client's submodel on test data drawn from its own label mix ("local").
+submodel their plan extracts from the current global model; the server merges the updates.
+Every per-method decision (plans, local training options, merge, the model that stands
+for a size) is the strategy's (:mod:`edge_sdk.strategies`): this module only moves data
+and plans between the simulated clients and the server, as the Flower ServerApp does over
+the network. The result holds per-round metrics and the global model's test accuracy at
+every tier size (FIARSE's "global" accuracy) plus the mean accuracy of each client's
+submodel on test data drawn from its own label mix ("local").
 
-Strategies: ``fiarse``, ``fiarse-structured``, ``heterofl``, ``fedrolex`` (one plan per
-tier and round), ``fedra`` (random block allocation with LoRA; needs a model with a
-``blocks`` stack: ``vit_tiny``, ``mixer_tiny``), ``fedtsa`` (HeteroFL's nested tier
-submodels, merged by the two-stage FedTSA rule; ``server_data`` picks its stage-2 data:
-an unlabeled held-out slice of the training data no client gets, DeepInversion synthesis,
-or none) and ``fedavg`` (everyone trains the full model: the ceiling).
+A strategy that merges on server-side data (``uses_server_data``) gets it from
+``server_data``: an unlabeled held-out slice of the training data no client gets
+(``proxy``), DeepInversion synthesis from the tier models, or none (its merge then skips
+what needs the data).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import io
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -34,25 +33,27 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 from edge_sdk import datasets as _datasets
+from edge_sdk.aggregation.coverage import start_values
+from edge_sdk.aggregation.robust_merge import label_clients
+from edge_sdk.attacks import choose_attackers, make_attack
+from edge_sdk.privacy.mechanism import privatize_update
 from edge_sdk._io import atomic_write_bytes
-from edge_sdk.errors import EdgeSDKError, InvalidInputError, MissingDependencyError, UnknownNameError
+from edge_sdk.errors import InvalidInputError, MissingDependencyError, UnknownNameError
+from edge_sdk.settings import FederationSettings, check_int, check_positive
+from edge_sdk.strategies import Strategy, kept_fraction, strategy_class
 
 __all__ = [
-    "STRATEGIES",
     "SimulationConfig",
     "RoundMetrics",
     "SimulationResult",
     "parse_tiers",
     "run_simulation",
     "plot_history",
-    "fedra_models",
 ]
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("fiarse", "fiarse-structured", "heterofl", "fedrolex", "fedra", "fedavg", "fedtsa")
-SERVER_DATA = ("proxy", "deepinversion", "none")  # fedtsa stage 2
-FIARSE_GRADIENTS = ("hard", "surrogate")
+SERVER_DATA = ("proxy", "deepinversion", "none")  # for strategies that merge on server data
 BN_STATS = ("recompute", "aggregated")
 _BN_CALIBRATION_SAMPLES = 4096
 _EVAL_BATCH = 1024
@@ -92,40 +93,30 @@ def parse_tiers(tiers: str | Sequence[Any]) -> tuple[tuple[str, ...], tuple[Frac
 
 
 @dataclass
-class SimulationConfig:
-    """What to simulate. ``tiers`` is a string like ``"1,1/4,1/16,1/64"`` or a list."""
+class SimulationConfig(FederationSettings):
+    """What to simulate: the shared :class:`~edge_sdk.settings.FederationSettings` plus the
+    simulated fleet. ``tiers`` is a string like ``"1,1/4,1/16,1/64"`` or a list."""
 
-    strategy: str = "fiarse"
-    dataset: str = "mnist1d"
-    model: str = "cnn1d"
     clients: int = 20
     tiers: str | Sequence[Any] = "1,1/4,1/16,1/64"
     alpha: float = 0.3
-    rounds: int = 20
-    local_steps: int = 10
-    batch_size: int = 32
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    seed: int = 0
-    fiarse_gradient: str = "surrogate"
     client_fraction: float = 1.0  # share of clients sampled each round
     eval_every: int = 1  # evaluate the global model per tier every N rounds (and at the end)
-    lora_rank: int = 8  # fedra only
     data_seed: int | None = None  # None: use ``seed`` for the data too
     # BatchNorm statistics of an evaluated submodel: "recompute" them on the clients' training
     # data first (HeteroFL's static BN; every size gets its own statistics) or use the
     # "aggregated" running statistics as they came out of aggregation.
     bn_stats: str = "recompute"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
-    plan_options: dict[str, Any] = field(default_factory=dict)
-    # fedtsa only: stage-2 server data ("proxy": an unlabeled held-out slice of the training
-    # data that no client gets, ``server_holdout`` of it; "deepinversion": synthesised from
-    # the tier models; "none": stage 1 only) and options of the fedtsa rule
+    # for a strategy that merges on server data: "proxy" (an unlabeled held-out slice of the
+    # training data that no client gets, ``server_holdout`` of it), "deepinversion"
+    # (synthesised from the tier models) or "none"
     server_data: str = "proxy"
     server_holdout: float = 0.1
-    fedtsa_options: dict[str, Any] = field(default_factory=dict)
+    # simulated attack (edge_sdk.attacks): "none", "sign-flip", "scale:K", "samples:N",
+    # "noise:SIGMA"; ``attackers`` is the fraction of clients attacking (evenly across tiers)
+    attack: str = "none"
+    attackers: float = 0.0
 
     @property
     def tier_labels(self) -> tuple[str, ...]:
@@ -142,33 +133,22 @@ class SimulationConfig:
 
     def validate(self) -> None:
         """Check every value that can be checked without building anything."""
-        if self.strategy not in STRATEGIES:
-            raise UnknownNameError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
+        strategy_class(self.strategy)  # an unknown strategy is named first
         if str(self.dataset).lower() not in _datasets.names():
             raise UnknownNameError(
                 f"unknown dataset {self.dataset!r}; valid: {', '.join(_datasets.names())}"
             )
         labels, _ = parse_tiers(self.tiers)
-        _check_int("clients", self.clients, 1)
+        check_int("clients", self.clients, 1, 100_000)
         if self.clients < len(labels):
             raise InvalidInputError(
                 f"clients={self.clients} is fewer than the {len(labels)} tiers; "
                 "every tier needs at least one client"
             )
-        _check_int("rounds", self.rounds, 1)
-        _check_int("local_steps", self.local_steps, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("eval_every", self.eval_every, 1)
-        _check_int("lora_rank", self.lora_rank, 1)
-        _check_int("seed", self.seed, 0)
+        check_int("eval_every", self.eval_every, 1)
         if self.data_seed is not None:
-            _check_int("data_seed", self.data_seed, 0)
-        _check_positive("alpha", self.alpha)
-        _check_positive("lr", self.lr)
-        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
-            raise InvalidInputError(f"momentum={self.momentum!r} is not accepted; expected 0 <= momentum < 1")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise InvalidInputError(f"weight_decay={self.weight_decay!r} is not accepted; expected >= 0")
+            check_int("data_seed", self.data_seed, 0)
+        check_positive("alpha", self.alpha)
         if not (isinstance(self.client_fraction, (int, float)) and 0 < self.client_fraction <= 1):
             raise InvalidInputError(
                 f"client_fraction={self.client_fraction!r} is not accepted; expected 0 < fraction <= 1"
@@ -183,25 +163,14 @@ class SimulationConfig:
             )
         if not (isinstance(self.server_holdout, (int, float)) and 0 < self.server_holdout < 1):
             raise InvalidInputError(f"server_holdout={self.server_holdout!r} is not accepted; expected 0 < f < 1")
-        if self.fiarse_gradient not in FIARSE_GRADIENTS:
-            raise InvalidInputError(
-                f"fiarse_gradient={self.fiarse_gradient!r} is not accepted; expected one of "
-                + ", ".join(FIARSE_GRADIENTS)
-            )
-        from edge_sdk import models
+        from edge_sdk.attacks import choose_attackers, make_attack
 
-        if self.model not in models.names():
-            raise UnknownNameError(f"unknown model {self.model!r}; valid: {', '.join(models.names())}")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInputError(f"{name}={value!r} is not accepted; expected an integer >= {minimum}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise InvalidInputError(f"{name}={value!r} is not accepted; expected a finite number > 0")
+        attack = make_attack(self.attack)
+        choose_attackers([0] * self.clients, self.attackers, 0)  # checks the fraction
+        if (attack.name == "none") != (not self.attackers):
+            raise InvalidInputError(f"attack={self.attack!r} with attackers={self.attackers!r}: give both an attack "
+                                    "and a fraction of attackers > 0, or neither")
+        self.check_federation()
 
 
 @dataclass
@@ -219,6 +188,7 @@ class RoundMetrics:
     index_bytes: int
     global_accuracy: dict[str, float]
     seconds: float
+    merge: dict[str, Any] | None = None  # the strategy's merge report (refused updates, privacy spent...)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -238,6 +208,8 @@ class SimulationResult:
     clients_per_tier: dict[str, int]
     wall_time_s: float
     global_model: nn.Module | None = field(default=None, repr=False, compare=False)
+    attackers: list[int] = field(default_factory=list)  # the simulated attacking clients
+    privacy: dict[str, float] | None = None  # (epsilon, delta) spent by the run's DP merges
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -250,6 +222,9 @@ class SimulationResult:
             "kept_fraction": dict(self.kept_fraction),
             "clients_per_tier": dict(self.clients_per_tier),
             "wall_time_s": self.wall_time_s,
+            "merge": self.config.merge_settings().describe(),
+            "attack": {"attack": self.config.attack, "fraction": self.config.attackers, "clients": self.attackers},
+            "privacy": self.privacy,
         }
 
     def to_json(self) -> str:
@@ -259,33 +234,12 @@ class SimulationResult:
 # ---- building blocks ----------------------------------------------------------------------
 
 
-def fedra_models() -> list[str]:
-    """Reference models FedRA can run on (a body that is a ``blocks`` stack of same-shaped
-    blocks)."""
-    from edge_sdk import models
-
-    out = []
-    for name in models.names():
-        try:
-            m = models.create(name, width=0.25, depth=2)
-        except EdgeSDKError:  # a model that cannot be built this small is skipped
-            continue
-        if _has_blocks(m):
-            out.append(name)
-    return out
-
-
-def _has_blocks(model: nn.Module) -> bool:
-    blocks = getattr(model, "blocks", None)
-    return isinstance(blocks, (nn.ModuleList, nn.Sequential)) and len(blocks) > 0
-
-
 def build_model(config: SimulationConfig, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """The global model for ``config``, with its input options matched to the data
-    (``in_channels`` and ``length`` / ``img_size``) unless given in ``model_kwargs``."""
+    (``in_channels`` and ``length`` / ``img_size``) unless given in ``model_options``."""
     from edge_sdk import models
 
-    kwargs = dict(config.model_kwargs)
+    kwargs = dict(config.model_options)
     kwargs.setdefault("num_classes", num_classes)
     default_shape = tuple(models.spec(config.model).input_shape)
     shape = tuple(input_shape)
@@ -314,16 +268,19 @@ def build_model(config: SimulationConfig, input_shape: Sequence[int], num_classe
 
 def check_config(config: SimulationConfig) -> nn.Module:
     """Everything :func:`run_simulation` would refuse, checked without loading data or
-    training: values, names, model/data fit, fedra's need for a ``blocks`` stack.
-    Returns the (freshly initialised) global model it built to check."""
+    training: values, names, the strategy's options, model/data fit, the strategy's needs
+    of the model. Returns the (freshly initialised) global model it built to check."""
     config.validate()
     shape, num_classes = _datasets.info(config.dataset, **config.dataset_kwargs)
     with torch.random.fork_rng(devices=[]):  # initialising it must not move the caller's RNG
         model = build_model(config, shape, num_classes)
-    if config.strategy == "fedra" and not _has_blocks(model):
+    problem = strategy_class(config.strategy).model_problem(model)
+    if problem is not None:
+        from edge_sdk.strategies import compatible_models
+
         raise InvalidInputError(
-            f"strategy fedra needs a model whose body is a 'blocks' stack "
-            f"({', '.join(fedra_models())}); {config.model!r} has none"
+            f"strategy {config.strategy} needs {problem}; {config.model!r} has none "
+            f"(models that fit: {', '.join(compatible_models(config.strategy)) or 'none'})"
         )
     return model
 
@@ -341,36 +298,6 @@ def _loader(dataset: TensorDataset, indices: np.ndarray | None, batch_size: int,
     drop_last = shuffle and len(dataset) >= batch_size
     return DataLoader(dataset, sampler=BatchSampler(base, batch_size, drop_last=drop_last),
                       batch_size=None, num_workers=0)
-
-
-class _FullModelPlan:
-    """FedAvg's "plan": the client trains a copy of the whole global model and uploads all
-    of it (``train_local(..., plan=None)``)."""
-
-    kept_fraction = 1.0
-
-    def extract(self, global_model: nn.Module) -> nn.Module:
-        return copy.deepcopy(global_model)
-
-
-def _make_plans(strategy: str, global_model: nn.Module, ratios: Sequence[float], *, round: int,
-                example_input: torch.Tensor, rng: np.random.Generator, lora_rank: int,
-                plan_options: dict[str, Any]) -> list[Any]:
-    """One plan per ratio (per client for fedra, per tier otherwise)."""
-    if strategy == "fedavg":
-        return [_FullModelPlan() for _ in ratios]
-    from edge_sdk import submodel
-
-    if strategy == "fedtsa":  # tier models are HeteroFL's nested submodels
-        strategy = "heterofl"
-    if strategy == "fedra":
-        return list(submodel.plan_fedra(global_model, [float(r) for r in ratios], rng=rng, lora_rank=lora_rank,
-                                        round=round))
-    return [
-        submodel.plan(strategy, global_model, float(r), round=round, example_input=example_input,
-                      rng=rng, **plan_options)
-        for r in ratios
-    ]
 
 
 def _evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
@@ -399,7 +326,6 @@ def run_simulation(
 
 
 def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | None) -> SimulationResult:
-    from edge_sdk.aggregation import aggregate
     from edge_sdk.training import train_local
 
     start = time.perf_counter()
@@ -411,28 +337,20 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
 
     rng = np.random.default_rng(config.seed)
     split_rng, test_rng, sample_rng, plan_rng = (np.random.default_rng(s) for s in rng.integers(0, 2**63, 4))
-    server_source = None
-    if config.strategy == "fedtsa" and config.server_data != "none":
-        from edge_sdk import server_data as _server_data
-
-        if config.server_data == "proxy":  # held out before the split: no client sees it
-            x_all, y_all = data.train.tensors
-            n_hold = max(1, int(round(config.server_holdout * len(y_all))))
-            perm = torch.from_numpy(np.random.default_rng([config.seed, 4242]).permutation(len(y_all)))
-            hold, keep = perm[:n_hold].sort().values, perm[n_hold:].sort().values
-            server_source = _server_data.ProxyData(x_all[hold].clone())
-            data.train = TensorDataset(x_all[keep].clone(), y_all[keep].clone())
-        else:
-            server_source = _server_data.DeepInversionData(tuple(data.input_shape), data.num_classes,
-                                                           pool_batches=2, steps=30)
-    agg_options: dict[str, Any] = {}
-    if config.strategy == "fedtsa":
-        agg_options = dict(config.fedtsa_options, server_data=server_source)
+    extra: dict[str, Any] = {}
+    if strategy_class(config.strategy).uses_server_data:
+        extra["server_data"] = _server_source(config, data)  # may hold out part of data.train
+    strategy = config.make_strategy(reproducible_noise=True, **extra)
+    global_model = strategy.prepare_global(global_model, plan_rng)
     train_labels = data.train_labels
     parts = _datasets.dirichlet_split(train_labels, config.clients, config.alpha, split_rng)
     test_parts = _datasets.split_like(data.test_labels, train_labels, parts, test_rng)
     # tiers: client c belongs to tier c mod T (as even as possible, every tier non-empty)
     tier_of = [c % len(labels) for c in range(config.clients)]
+    attackers = choose_attackers(tier_of, config.attackers, config.seed)
+    attack = make_attack(config.attack)
+    attack_gen = torch.Generator().manual_seed(config.seed * 7_919 + 17)
+    dp_gen = torch.Generator().manual_seed(config.seed * 7_927 + 29)
     loaders = []
     for c, idx in enumerate(parts):
         gen = torch.Generator().manual_seed(config.seed * 100_003 + c)
@@ -443,15 +361,9 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
     n_train = len(data.train)
     calib_idx = np.sort(rng.permutation(n_train)[:_BN_CALIBRATION_SAMPLES]) if n_train > _BN_CALIBRATION_SAMPLES else None
     calib_loader = _loader(data.train, calib_idx, _EVAL_BATCH, shuffle=False)
-
-    train_kwargs: dict[str, Any] = dict(
-        steps=config.local_steps, lr=config.lr, momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
-    if config.strategy == "fiarse":
-        train_kwargs["fiarse_gradient"] = config.fiarse_gradient
-    rule = config.strategy
+    train_kwargs = {**config.train_kwargs(), **strategy.train_options()}
     num_sampled = max(1, int(round(config.client_fraction * config.clients)))
+    evaluation = _Evaluation(config, strategy, labels, fractions, example_input, calib_loader)
 
     history: list[RoundMetrics] = []
     for r in range(config.rounds):
@@ -460,27 +372,29 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
             clients = list(range(config.clients))
         else:
             clients = sorted(sample_rng.choice(config.clients, size=num_sampled, replace=False).tolist())
-        client_plans = _round_plans(config, global_model, clients, tier_of, fractions, r,
-                                    example_input, plan_rng)
+        plans = strategy.make_plans(global_model, {c: float(fractions[tier_of[c]]) for c in clients}, round=r,
+                                    rng=plan_rng, example_input=example_input)
+        device_dp = strategy.client_privacy(plans, global_model)
         updates, losses, weights, accs = [], [], [], []
-        for c, plan in zip(clients, client_plans):
-            sub = plan.extract(global_model)
-            update = train_local(sub, loaders[c], None if isinstance(plan, _FullModelPlan) else plan,
-                                 **train_kwargs)
+        for c in clients:
+            sub = strategy.extract(plans[c], global_model)
+            update = train_local(sub, loaders[c], plans[c], **train_kwargs)
+            if device_dp[c] or c in attackers:
+                received = start_values(plans[c], global_model.state_dict(), update.tensors)
+                if device_dp[c]:
+                    update = privatize_update(update, received, device_dp[c]["dp_clip"],
+                                              device_dp[c]["dp_noise_std"], dp_gen)
+                if c in attackers:
+                    update = attack.apply(update, received, attack_gen)
             updates.append(update)
             loss = _metric(update, "train_loss")
             if loss is not None:
                 losses.append(loss)
                 weights.append(update.num_samples)
             accs.append(_evaluate(sub, client_test[c])["accuracy"] if len(test_parts[c]) else float("nan"))
-        if config.strategy == "fedtsa":  # the rule's options: server data, rng
-            agg_options["rng"] = np.random.default_rng([config.seed, 1231, r])
-        global_model = aggregate(global_model, updates, rule, **agg_options)
+        global_model, merge_report = _merge(strategy, global_model, updates, [plans[c] for c in clients], r, clients)
         evaluate_now = (r + 1) % config.eval_every == 0 or r + 1 == config.rounds
-        global_acc = (
-            _global_accuracy(config, global_model, labels, fractions, r, example_input, test_loader, calib_loader)
-            if evaluate_now else {}
-        )
+        global_acc = evaluation.global_accuracy(global_model, r, test_loader) if evaluate_now else {}
         metrics = RoundMetrics(
             round=r + 1,
             train_loss=float(np.average(losses, weights=weights)) if losses else float("nan"),
@@ -490,6 +404,7 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
             index_bytes=int(sum(int(getattr(u, "index_bytes", 0)) for u in updates)),
             global_accuracy=global_acc,
             seconds=time.perf_counter() - t0,
+            merge=merge_report,
         )
         history.append(metrics)
         logger.info("round %d/%d: loss %.4f, global %s", r + 1, config.rounds, metrics.train_loss, global_acc)
@@ -497,8 +412,8 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
             progress(metrics)
 
     final = history[-1].global_accuracy
-    local, local_tier, kept = _final_local(config, global_model, labels, fractions, tier_of,
-                                           example_input, client_test, test_parts, calib_loader)
+    local, local_tier, kept = evaluation.final_local(global_model, config.rounds - 1, tier_of, client_test,
+                                                     test_parts)
     counts = {lab: tier_of.count(t) for t, lab in enumerate(labels)}
     return SimulationResult(
         config=config,
@@ -511,7 +426,48 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
         clients_per_tier=counts,
         wall_time_s=time.perf_counter() - start,
         global_model=global_model,
+        attackers=attackers,
+        privacy=strategy.privacy_spent(),
     )
+
+
+def _merge(strategy: Strategy, global_model: nn.Module, updates: list[Any], assigned: list[Any], r: int,
+           clients: list[int]) -> tuple[nn.Module, dict[str, Any]]:
+    """The round's merge as a server runs it: updates the strategy refuses (its
+    :meth:`~edge_sdk.strategies.Strategy.screen`) are dropped and listed, the rest merged
+    (none left: the global model is kept). Returns the model and the report by client id."""
+    refused = dict(strategy.screen(global_model, updates, assigned=assigned))
+    keep = [i for i in range(len(updates)) if i not in refused]
+    dropped = [{"client": clients[i], "reason": why} for i, why in refused.items()]
+    if not keep:
+        logger.warning("round %d: every update refused; the global model is kept", r + 1)
+        return global_model, {"rule": strategy.merge_settings.merge_rule.spec, "merged": 0, "updates": len(updates),
+                              "refused": dropped, "duplicates": [], "privacy": None}
+    global_model = strategy.merge(global_model, [updates[i] for i in keep], round=r,
+                                  assigned=[assigned[i] for i in keep])
+    report = label_clients((strategy.last_report or {}).get("merge"), [clients[i] for i in keep]) or {}
+    report["updates"] = len(updates)
+    report["refused"] = dropped + report.get("refused", [])
+    return global_model, report
+
+
+def _server_source(config: SimulationConfig, data: Any) -> Any:
+    """The server-side data of a strategy that merges on it (None for ``server_data="none"``).
+
+    ``proxy`` takes its samples out of ``data.train`` before the clients' split, so no
+    client sees them."""
+    if config.server_data == "none":
+        return None
+    from edge_sdk import server_data as _server_data
+
+    if config.server_data == "proxy":
+        x_all, y_all = data.train.tensors
+        n_hold = max(1, int(round(config.server_holdout * len(y_all))))
+        perm = torch.from_numpy(np.random.default_rng([config.seed, 4242]).permutation(len(y_all)))
+        hold, keep = perm[:n_hold].sort().values, perm[n_hold:].sort().values
+        data.train = TensorDataset(x_all[keep].clone(), y_all[keep].clone())
+        return _server_data.ProxyData(x_all[hold].clone())
+    return _server_data.DeepInversionData(tuple(data.input_shape), data.num_classes, pool_batches=2, steps=30)
 
 
 def _metric(update: Any, key: str) -> float | None:
@@ -520,35 +476,55 @@ def _metric(update: Any, key: str) -> float | None:
     return float(value) if value is not None else None
 
 
-def _round_plans(config, global_model, clients, tier_of, fractions, r, example_input, plan_rng):
-    ratios = [fractions[tier_of[c]] for c in clients]
-    if config.strategy == "fedra":
-        return _make_plans("fedra", global_model, ratios, round=r, example_input=example_input,
-                           rng=plan_rng, lora_rank=config.lora_rank, plan_options=config.plan_options)
-    # one plan per distinct ratio this round (plans for equal ratios are equal)
-    distinct = sorted(set(ratios), reverse=True)
-    plans = _make_plans(config.strategy, global_model, distinct, round=r, example_input=example_input,
-                        rng=plan_rng, lora_rank=config.lora_rank, plan_options=config.plan_options)
-    by_ratio = dict(zip(distinct, plans))
-    return [by_ratio[q] for q in ratios]
+@dataclass
+class _Evaluation:
+    """The global model evaluated at every tier size, as the strategy defines that model."""
 
+    config: SimulationConfig
+    strategy: Strategy
+    labels: tuple[str, ...]
+    fractions: tuple[Fraction, ...]
+    example_input: torch.Tensor
+    calib_loader: DataLoader
 
-def _eval_plan(config, global_model, fraction, r, example_input, rng):
-    """The plan that defines "the global model at size ``fraction``" for evaluation."""
-    return _make_plans(config.strategy, global_model, [fraction], round=r, example_input=example_input,
-                       rng=rng, lora_rank=config.lora_rank, plan_options=config.plan_options)[0]
+    def plan(self, global_model: nn.Module, tier: int, r: int) -> Any:
+        rng = np.random.default_rng([self.config.seed, 7919, tier])
+        return self.strategy.evaluation_plan(global_model, float(self.fractions[tier]), round=r, rng=rng,
+                                             example_input=self.example_input)
 
+    def model(self, plan: Any, global_model: nn.Module) -> nn.Module:
+        """The submodel ``plan`` extracts, ready for evaluation (BN statistics per ``bn_stats``)."""
+        model = self.strategy.extract(plan, global_model)
+        if self.config.bn_stats == "recompute":
+            _recompute_bn_stats(model, self.calib_loader)
+        return model
 
-def _eval_rng(config: SimulationConfig, salt: int) -> np.random.Generator:
-    return np.random.default_rng([config.seed, 7919, salt])
+    def global_accuracy(self, global_model: nn.Module, r: int, test_loader: DataLoader) -> dict[str, float]:
+        out = {}
+        for t, lab in enumerate(self.labels):
+            model = self.model(self.plan(global_model, t, r), global_model)
+            out[lab] = float(_evaluate(model, test_loader)["accuracy"])
+        return out
 
-
-def _eval_model(config, plan, global_model, calib_loader) -> nn.Module:
-    """The submodel ``plan`` extracts, ready for evaluation (BN statistics per ``bn_stats``)."""
-    model = plan.extract(global_model)
-    if config.bn_stats == "recompute":
-        _recompute_bn_stats(model, calib_loader)
-    return model
+    def final_local(self, global_model: nn.Module, r: int, tier_of: Sequence[int], client_test: Sequence[DataLoader],
+                    test_parts: Sequence[np.ndarray]) -> tuple[float, dict[str, float], dict[str, float]]:
+        models_, kept = {}, {}
+        for t, lab in enumerate(self.labels):
+            plan = self.plan(global_model, t, r)
+            models_[t] = self.model(plan, global_model)
+            kept[lab] = kept_fraction(plan)
+        per_client = []
+        for c, t in enumerate(tier_of):
+            if not len(test_parts[c]):
+                continue
+            per_client.append((t, float(_evaluate(models_[t], client_test[c])["accuracy"])))
+        local = float(np.mean([a for _, a in per_client])) if per_client else float("nan")
+        per_tier = {
+            lab: float(np.mean([a for tt, a in per_client if tt == t])) if any(tt == t for tt, _ in per_client)
+            else float("nan")
+            for t, lab in enumerate(self.labels)
+        }
+        return local, per_tier, kept
 
 
 @torch.no_grad()
@@ -574,49 +550,19 @@ def _recompute_bn_stats(model: nn.Module, loader: DataLoader) -> None:
         model.train(was)
 
 
-def _global_accuracy(config, global_model, labels, fractions, r, example_input, test_loader, calib_loader):
-    out = {}
-    for t, (lab, q) in enumerate(zip(labels, fractions)):
-        plan = _eval_plan(config, global_model, q, r, example_input, _eval_rng(config, t))
-        out[lab] = float(_evaluate(_eval_model(config, plan, global_model, calib_loader), test_loader)["accuracy"])
-    return out
-
-
-def _final_local(config, global_model, labels, fractions, tier_of, example_input, client_test, test_parts,
-                 calib_loader):
-    r = config.rounds - 1
-    models_, kept = {}, {}
-    for t, (lab, q) in enumerate(zip(labels, fractions)):
-        plan = _eval_plan(config, global_model, q, r, example_input, _eval_rng(config, t))
-        models_[t] = _eval_model(config, plan, global_model, calib_loader)
-        kept[lab] = float(plan.kept_fraction)
-    per_client = []
-    for c, t in enumerate(tier_of):
-        if not len(test_parts[c]):
-            continue
-        per_client.append((t, float(_evaluate(models_[t], client_test[c])["accuracy"])))
-    local = float(np.mean([a for _, a in per_client])) if per_client else float("nan")
-    per_tier = {
-        lab: float(np.mean([a for tt, a in per_client if tt == t])) if any(tt == t for tt, _ in per_client)
-        else float("nan")
-        for t, lab in enumerate(labels)
-    }
-    return local, per_tier, kept
-
-
 # ---- plot ---------------------------------------------------------------------------------
 
 
 def plot_history(result: SimulationResult | dict[str, Any], path: str) -> None:
     """Draw the global test accuracy of every tier over rounds to ``path`` (PNG), atomically.
 
-    Needs matplotlib (``pip install "edge-sdk[plot]"``).
+    Needs matplotlib (``pip install "edge-fl-sdk[plot]"``).
     """
     try:
         from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
     except ImportError as exc:
         raise MissingDependencyError(
-            'plotting needs matplotlib: pip install "edge-sdk[plot]"'
+            'plotting needs matplotlib: pip install "edge-fl-sdk[plot]"'
         ) from exc
     doc = result.to_dict() if isinstance(result, SimulationResult) else result
     tiers = doc["config"]["tiers"]

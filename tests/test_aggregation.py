@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from edge_sdk.aggregation import RULES, aggregate
+from edge_sdk.aggregation import aggregate, rule_names
 from edge_sdk.errors import UnknownNameError, UpdateRejectedError
 from edge_sdk.submodel import plan
 from edge_sdk.training import Update, train_local
@@ -22,7 +22,7 @@ def tiny_linear() -> nn.Module:
 
 
 def test_rules_listed():
-    assert RULES == ("fiarse", "fiarse-structured", "heterofl", "fedrolex", "fedra", "fedavg", "fedtsa")
+    assert {"fiarse", "fiarse-structured", "heterofl", "fedrolex", "fedra", "fedavg", "fedtsa"} <= set(rule_names())
     with pytest.raises(UnknownNameError, match="fedavg"):
         aggregate(tiny_linear(), [], "fedtsa-not-yet")
 

@@ -31,7 +31,8 @@ from edge_sdk.flower.codec import (  # noqa: E402
 from edge_sdk.flower.config import NodeSettings, RunSettings, parse_ladder  # noqa: E402
 from edge_sdk.flower.node import capability_report, local_data  # noqa: E402
 from edge_sdk.flower.server import exchange  # noqa: E402
-from edge_sdk.flower.strategies import STRATEGIES, HeteroStrategy, make_strategy, strategy_names  # noqa: E402
+from edge_sdk.flower.strategies import build_global, make_strategy, strategy_names  # noqa: E402
+from edge_sdk.strategies import Strategy, strategy_class  # noqa: E402
 from edge_sdk.submodel import SubmodelPlan  # noqa: E402
 
 PLAN_STRATEGIES = ("fiarse", "fiarse-structured", "heterofl", "fedrolex")
@@ -194,16 +195,16 @@ def test_capability_report_from_profile_and_measured_once(tmp_path, monkeypatch)
 
 
 def test_every_rule_is_a_small_class_over_the_shared_base():
-    assert {"fiarse", "fiarse-structured", "heterofl", "fedrolex", "fedra", "fedtsa", "fedavg"} <= set(STRATEGIES)
-    for name, cls in STRATEGIES.items():
-        assert issubclass(cls, HeteroStrategy) and cls.name == name
+    assert {"fiarse", "fiarse-structured", "heterofl", "fedrolex", "fedra", "fedtsa", "fedavg"} <= set(strategy_names())
+    for name in strategy_names():
+        assert issubclass(strategy_class(name), Strategy) and strategy_class(name).name == name
     assert "fedtsa" in strategy_names(available_only=True)
     for name in strategy_names(available_only=True):
         extra = {"server_data": "mnist1d:64"} if name == "fedtsa" else {}
         assert make_strategy(RunSettings(strategy=name, **extra)).name == name
     with pytest.raises(UnknownNameError, match="known"):
         make_strategy(RunSettings(strategy="fedmagic"))
-    for name in set(STRATEGIES) - set(strategy_names(available_only=True)):
+    for name in set(strategy_names()) - set(strategy_names(available_only=True)):
         with pytest.raises(MissingDependencyError, match=name):
             make_strategy(RunSettings(strategy=name))
     # FedTSA's stage 2 needs server-side data: without server-data it is refused, not run as stage 1 only
@@ -213,7 +214,7 @@ def test_every_rule_is_a_small_class_over_the_shared_base():
 
 def test_strategy_shares_one_plan_per_size_and_fedavg_sends_everything():
     s = make_strategy(RunSettings(strategy="heterofl"))
-    g = s.build_global()
+    g = build_global(s, RunSettings(strategy="heterofl"), np.random.default_rng(0))
     plans = s.make_plans(g, {1: 0.5, 2: 0.25, 3: 0.5}, round=1, rng=np.random.default_rng(0))
     assert plans[1] is plans[3] and plans[1] is not plans[2]
     assert plans[1].kept_fraction > plans[2].kept_fraction
@@ -485,13 +486,13 @@ def test_payload_decodes_in_a_fresh_process(tmp_path):
     blobs.append(encode_payload(Payload("fiarse-structured", 0, "cnn1d", {}, plan, payload_tensors(plan, g))))
     if "fedra" in strategy_names(available_only=True):
         from edge_sdk.flower.config import RunSettings as RS
-        from edge_sdk.flower.strategies import FedRAStrategy
-
-        s = FedRAStrategy(RS(strategy="fedra", model="mixer_tiny",
-                             model_options={"in_channels": 1, "img_size": 8, "width": 0.25, "depth": 2}, lora_rank=2))
-        gm = s.build_global()
+        settings = RS(strategy="fedra", model="mixer_tiny", strategy_options={"lora_rank": 2},
+                      model_options={"in_channels": 1, "img_size": 8, "width": 0.25, "depth": 2})
+        s = make_strategy(settings)
+        gm = build_global(s, settings, np.random.default_rng(0))
         p = s.make_plans(gm, {1: 0.5}, round=0, rng=np.random.default_rng(0))[1]
-        blobs.append(encode_payload(s.payload(p, gm, round=0)))
+        blobs.append(encode_payload(Payload(s.name, 0, settings.model, dict(settings.model_options), p,
+                                            payload_tensors(p, gm, s.fill), {}, s.fill)))
     for i, blob in enumerate(blobs):
         (tmp_path / f"p{i}.bin").write_bytes(blob)
     code = ("import sys, pathlib\nfrom edge_sdk.flower.codec import decode_payload, materialize\n"
@@ -542,16 +543,17 @@ def test_fedtsa_runs_both_stages_through_the_server_loop(tmp_path, cache_dir, ta
     import copy
 
     from edge_sdk.aggregation.fedtsa import fedtsa_aggregate
-    from edge_sdk.flower.strategies import FedTSAStrategy
+    from edge_sdk.strategies.fedtsa import FedTSA
 
-    class Recording(FedTSAStrategy):
-        def aggregate(self, global_model, updates, *, round=0):
+    class Recording(FedTSA):
+        def merge(self, global_model, updates, *, round=0, assigned=None):
             self.seen = (copy.deepcopy(global_model), list(updates), round)
-            return super().aggregate(global_model, updates, round=round)
+            return super().merge(global_model, updates, round=round, assigned=assigned)
 
     cfg = _config(tmp_path, rounds=1, strategy="fedtsa", **{"server-data": "mnist1d:200:3", "fedtsa-steps": 6,
                                                              "fedtsa-batch-size": 32})
-    strategy = Recording(RunSettings.from_config(cfg))
+    settings = RunSettings.from_config(cfg)
+    strategy = Recording(seed=settings.seed, server_data=make_strategy(settings).server_data, **settings.strategy_options)
     assert tuple(strategy.server_data.x.shape) == (200, 1, 40)
     summary = run_server(FakeGrid(_nodes(cache_dir), cfg), cfg, strategy=strategy)
     rnd = summary["rounds"][0]
@@ -585,3 +587,83 @@ def test_fedtsa_runs_both_stages_through_the_server_loop(tmp_path, cache_dir, ta
         assert torch.equal(final[name][den == 0], t[den == 0]), name
         unheld += int((den == 0).sum())
     assert unheld > 1000  # the largest tier holds 1/2: much is unheld
+
+
+def _registry_case(name: str) -> dict:
+    """Run-config keys for a one-round run of strategy ``name`` (a block model when it needs one)."""
+    extra: dict = {}
+    model = models.create("cnn1d")
+    if strategy_class(name).model_problem(model) is not None:
+        options = {"in_channels": 1, "img_size": 8, "width": 0.25, "depth": 4}
+        extra = {"model": "mixer_tiny", "dataset": "digits", "model-options": json.dumps(options)}
+    if strategy_class(name).uses_server_data:
+        extra["server-data"] = ("digits:64" if extra else "mnist1d:200:3")
+    return extra
+
+
+@pytest.mark.parametrize("name", strategy_names(available_only=True))
+def test_every_registered_strategy_runs_on_the_server_loop(name, tmp_path, cache_dir, task_identity):
+    """The ServerApp drives any registered strategy with no code of its own: one round, three
+    nodes, every update merged, the global model changed."""
+    cfg = _config(tmp_path, rounds=1, strategy=name, **_registry_case(name))
+    summary = run_server(FakeGrid(_nodes(cache_dir), cfg), cfg)
+    rnd = summary["rounds"][0]
+    assert summary["strategy"] == name
+    assert rnd["aggregated"] and rnd["updates"] == 3, rnd
+    init = dict(np.load(tmp_path / "global-initial.npz"))
+    final = dict(np.load(tmp_path / "global-round-1.npz"))
+    assert any(not np.array_equal(init[k], final[k]) for k in init if k in final)
+    assert all(np.isfinite(v).all() for v in final.values() if v.dtype.kind == "f")
+
+
+def _hostile(kind: str):
+    """A reply tamperer for node 44 (the attacker) doing ``kind``."""
+    from edge_sdk.flower.records import STYPE_UPDATE, blob_record, record_blob
+    from edge_sdk.training import Update
+
+    def tamper(node, msg, reply):
+        if node != 44 or msg.metadata.message_type != "train" or reply.has_error():
+            return reply
+        blob = record_blob(reply.content, "update", STYPE_UPDATE)
+        if kind == "random-bytes":
+            blob = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+        elif kind == "bit-flip":
+            data = bytearray(blob)
+            data[len(data) // 2] ^= 0x10
+            blob = bytes(data)
+        elif kind == "truncated":
+            blob = blob[: len(blob) // 3]
+        elif kind in ("huge-values", "huge-samples", "other-plan"):
+            u = Update.from_bytes(blob)
+            if kind == "huge-values":
+                u.tensors = {k: torch.full_like(v, 3e38) if v.is_floating_point() else v for k, v in u.tensors.items()}
+            elif kind == "huge-samples":
+                u.num_samples = 10**9
+            else:
+                u.plan = submodel.plan("heterofl", models.create("cnn1d"), 1.0)
+            blob = u.to_bytes()
+        elif kind == "junk-metrics":
+            reply.content.metric_records["metrics"] = type(reply.content.metric_records["metrics"])(
+                {f"m{i}": float(i) for i in range(1000)})
+        reply.content.array_records["update"] = blob_record(blob, STYPE_UPDATE)
+        return reply
+
+    return tamper
+
+
+@pytest.mark.parametrize("kind", ["random-bytes", "bit-flip", "truncated", "huge-values", "huge-samples",
+                                  "other-plan", "junk-metrics"])
+def test_one_hostile_node_among_three_honest_ones(kind, tmp_path, cache_dir, task_identity):
+    """The run completes, the global model stays finite, the honest nodes' updates keep being merged."""
+    PROFILES.setdefault(44, "raspberry-pi-4")
+    cfg = _config(tmp_path, rounds=2, strategy="heterofl")
+    nodes = _nodes(cache_dir, ids=(11, 22, 33, 44), num=4)
+    summary = run_server(FakeGrid(nodes, cfg, tamper=_hostile(kind)), cfg)
+    for rnd in summary["rounds"]:
+        assert rnd["aggregated"], rnd
+        honest = [rnd["nodes"][str(n)] for n in (11, 22, 33)]
+        assert all("left_out" not in e for e in honest), honest
+    final = np.load(tmp_path / "global-round-2.npz")
+    assert all(np.isfinite(final[k]).all() for k in final.files)
+    state = {k: np.abs(final[k]).max() for k in final.files if final[k].dtype.kind == "f"}
+    assert max(state.values()) < 1e6  # not poisoned by an attacker's finite-but-huge values

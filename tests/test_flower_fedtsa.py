@@ -14,7 +14,7 @@ from edge_sdk.errors import InvalidInputError
 from edge_sdk.flower.config import NodeSettings, RunSettings, ServerDataSpec, parse_server_data
 from edge_sdk.flower.node import local_data
 from edge_sdk.flower.serverdata import held_out_samples, load_server_data
-from edge_sdk.flower.strategies import make_strategy
+from edge_sdk.flower.strategies import build_global, make_strategy
 
 
 def test_server_data_forms_parse():
@@ -27,7 +27,7 @@ def test_server_data_forms_parse():
     assert (s.kind, s.path) == ("npz", "~/proxy/unlabeled.NPZ")
     cfg = RunSettings.from_config({"strategy": "fedtsa", "server-data": "mnist1d:256:1", "fedtsa-steps": 5,
                                    "fedtsa-temperature": 2, "fedtsa-lr": "0.05", "fedtsa-batch-size": 16})
-    assert (cfg.fedtsa_steps, cfg.fedtsa_temperature, cfg.fedtsa_lr, cfg.fedtsa_batch_size) == (5, 2.0, 0.05, 16)
+    assert cfg.strategy_options == {"steps": 5, "temperature": 2.0, "lr": 0.05, "batch_size": 16}
     assert cfg.server_holdout() == ServerDataSpec("mnist1d:256:1", "builtin", "mnist1d", 256, 1)
     assert cfg.to_dict()["server-data"] == "mnist1d:256:1"
     # only FedTSA uses server data, and only a built-in set is held out of the nodes' data
@@ -57,7 +57,7 @@ def test_bad_server_data_is_refused_naming_key_value_and_forms(value, why):
                                       ({"fedtsa-batch-size": "big"}, "fedtsa-batch-size")])
 def test_bad_fedtsa_options_are_refused(cfg, key):
     with pytest.raises(InvalidInputError, match=f"config {key}="):
-        RunSettings.from_config(cfg)
+        RunSettings.from_config({"strategy": "fedtsa", **cfg})
 
 
 def test_fedtsa_without_server_data_is_refused():
@@ -84,8 +84,8 @@ def test_npz_server_data_loads_x_and_refuses_bad_files(tmp_path):
     np.savez(good, x=x, y=np.zeros(50, dtype=np.int64))  # y is ignored: stage 2 needs no labels
     src = load_server_data(parse_server_data(str(good)))
     assert src.x.dtype == torch.float32 and torch.equal(src.x, torch.from_numpy(x.astype(np.float32)))
-    s = make_strategy(RunSettings(strategy="fedtsa", server_data=str(good)))
-    s.build_global()  # cnn1d takes (1, 40) inputs
+    settings = RunSettings(strategy="fedtsa", server_data=str(good))
+    build_global(make_strategy(settings), settings, np.random.default_rng(0))  # cnn1d takes (1, 40) inputs
     np.savez(tmp_path / "noimage.npz", images=x)
     np.savez(tmp_path / "ints.npz", x=np.zeros((4, 1, 40), dtype=np.uint8))
     np.savez(tmp_path / "nan.npz", x=np.full((4, 1, 40), np.nan))
@@ -100,9 +100,10 @@ def test_npz_server_data_loads_x_and_refuses_bad_files(tmp_path):
 
 
 def test_server_data_the_model_cannot_take_is_refused_before_any_node(tmp_path):
-    s = make_strategy(RunSettings(strategy="fedtsa", model="cnn1d", server_data="digits:64"))  # 8x8 images
+    settings = RunSettings(strategy="fedtsa", model="cnn1d", server_data="digits:64")  # 8x8 images
+    s = make_strategy(settings)
     with pytest.raises(InvalidInputError, match=r"server-data='digits:64': model 'cnn1d' cannot take .*\[1, 8, 8\]"):
-        s.build_global()
+        build_global(s, settings, np.random.default_rng(0))
 
 
 def test_nodes_leave_the_servers_samples_out(tmp_path):

@@ -11,7 +11,7 @@ from edge_sdk.errors import PlanMismatchError, UpdateRejectedError
 from edge_sdk.submodel._plan import SubmodelPlan, model_signature
 from edge_sdk.training import Update
 
-__all__ = ["validate_updates", "finalize"]
+__all__ = ["validate_updates", "finalize", "check_finite", "group_by_plan"]
 
 
 def _where(i: int, u: Update) -> str:
@@ -59,9 +59,14 @@ def validate_updates(global_model: nn.Module, updates: Sequence[Update], rule: s
                 raise UpdateRejectedError(f"{where}: {name!r} holds NaN or Inf values")
 
 
-def finalize(global_model: nn.Module, num: dict[str, torch.Tensor], den: dict[str, torch.Tensor]) -> None:
-    """Add the mean change num/den to the global model where den > 0; elsewhere unchanged."""
+def finalize(global_model: nn.Module, num: dict[str, torch.Tensor], den: dict[str, torch.Tensor],
+             updates: Sequence[Update] = ()) -> None:
+    """Add the mean change num/den to the global model where den > 0; elsewhere unchanged.
+
+    Every new tensor is computed and checked finite before any is written: a merge that
+    overflows keeps the old model and names the update with the largest value there."""
     state = global_model.state_dict()
+    out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name, n in num.items():
             target = state[name]
@@ -70,7 +75,23 @@ def finalize(global_model: nn.Module, num: dict[str, torch.Tensor], den: dict[st
             new = target.to(n.dtype) + torch.where(held, n / d.clamp_min(1e-30), torch.zeros((), dtype=n.dtype))
             if not target.is_floating_point():
                 new = new.round()
-            target.copy_(torch.where(held, new.to(target.dtype), target))
+            out[name] = torch.where(held, new.to(target.dtype), target)
+        check_finite(out, updates)
+        for name, value in out.items():
+            state[name].copy_(value)
+
+
+def check_finite(values: dict[str, torch.Tensor], updates: Sequence[Update] = ()) -> None:
+    """Raise UpdateRejectedError when a merged tensor is not finite (naming the update with
+    the largest magnitude in it); nothing has been written yet."""
+    for name, value in values.items():
+        if not value.is_floating_point() or bool(torch.isfinite(value).all()):
+            continue
+        peaks = [float(u.tensors[name].abs().max()) if name in u.tensors and u.tensors[name].numel() else 0.0
+                 for u in updates]
+        who = f"update {max(range(len(peaks)), key=peaks.__getitem__)} holds its largest values" if peaks else \
+            "no update named"
+        raise UpdateRejectedError(f"merge: {name!r} would overflow ({who}); the global model is kept")
 
 
 def group_by_plan(updates: Sequence[Update]) -> list[tuple[SubmodelPlan, list[Update]]]:

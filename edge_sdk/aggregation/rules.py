@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import nn
 
-from edge_sdk.aggregation._common import finalize, group_by_plan, validate_updates
+from edge_sdk.aggregation._common import check_finite, finalize, group_by_plan, validate_updates
 from edge_sdk.training import Update
 
 __all__ = ["per_element", "fedavg"]
-
-_ACCEPTS = {
-    "fiarse": ("fiarse",),
-    "fiarse-structured": ("fiarse-structured",),
-    "heterofl": ("heterofl",),
-    "fedrolex": ("fedrolex",),
-    "fedra": ("fedra",),  # each adapter over the clients that trained it; head over all
-}
-
 
 def _buffers(global_model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     num, den = {}, {}
@@ -30,15 +21,16 @@ def _buffers(global_model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str
     return num, den
 
 
-def per_element(global_model: nn.Module, updates: Sequence[Update], rule: str) -> nn.Module:
+def per_element(global_model: nn.Module, updates: Sequence[Update], rule: str,
+                accepts: Collection[str] | None = None) -> nn.Module:
     """Each element becomes the sample-weighted mean over the clients that hold it.
 
     Computed as ``old + sum_i n_i (v_i - old) / sum_i n_i`` (mean of the changes, as the
     released FIARSE server does), so clients that return unchanged values leave the
     model bit-for-bit unchanged. Elements no client holds keep their value. Masks (fiarse) and index maps (structured)
-    come from each update's plan.
+    come from each update's plan. ``accepts``: the plan strategies the rule takes (default: ``rule`` itself).
     """
-    validate_updates(global_model, updates, rule, _ACCEPTS[rule])
+    validate_updates(global_model, updates, rule, (rule,) if accepts is None else accepts)
     num, den = _buffers(global_model)
     state = global_model.state_dict()
     # clients with identical plans (same tier, same round) are summed in submodel space first,
@@ -53,7 +45,7 @@ def per_element(global_model: nn.Module, updates: Sequence[Update], rule: str) -
                 for u in members:
                     acc.add_(u.tensors[name].to(acc.dtype) - base, alpha=float(u.num_samples))
                 plan.scatter(name, acc, num[name], den[name], wsum)
-    finalize(global_model, num, den)
+    finalize(global_model, num, den, updates)
     return global_model
 
 
@@ -62,10 +54,14 @@ def fedavg(global_model: nn.Module, updates: Sequence[Update], rule: str = "feda
     validate_updates(global_model, updates, rule, ("fedavg",))
     total = float(sum(u.num_samples for u in updates))
     state = global_model.state_dict()
+    out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name, target in state.items():
             acc = torch.zeros(target.shape, dtype=target.dtype if target.is_floating_point() else torch.float64)
             for u in updates:
                 acc.add_(u.tensors[name].to(acc.dtype), alpha=u.num_samples / total)
-            target.copy_(acc if target.is_floating_point() else acc.round().to(target.dtype))
+            out[name] = acc if target.is_floating_point() else acc.round().to(target.dtype)
+        check_finite(out, updates)
+        for name, value in out.items():
+            state[name].copy_(value)
     return global_model

@@ -11,8 +11,10 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import Any, Sequence
 
 from edge_sdk import __version__
 from edge_sdk.errors import EdgeSDKError
@@ -38,7 +40,16 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="edge-sdk",
-        description="Profile edge devices, plan submodels, train and export integer-only models.",
+        description=(
+            "Let weak edge devices take part in model-heterogeneous federated learning: profile a "
+            "device, cluster devices into tiers, plan each tier's submodel, simulate a federation, "
+            "export a submodel as an integer-only model."
+        ),
+        epilog=(
+            "The flow: profile -> cluster -> extract -> (train, merge: simulate, or on Flower) -> export. "
+            "Run `edge-sdk COMMAND --help` for a command's options; `python -m edge_sdk` is the same "
+            "command; its distribution (pip) name is edge-fl-sdk."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"edge-sdk {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
@@ -49,26 +60,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(Exception):
+    """SIGTERM, raised in the main thread so that every ``finally`` (temporary export folders,
+    atomic writes) runs before the process exits."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    command = "edge-sdk"
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
+        # Ctrl-C during start-up (the command modules import torch) is one line too
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = f"edge-sdk {args.command}"
+        # Logging is configured here, once per process, on the root logger: the library only
+        # creates loggers (logging.getLogger(__name__)) and never adds handlers, so every line is
+        # printed once, prefixed with its logger's name.
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
         return int(args.handler(args) or 0)
     except EdgeSDKError as exc:
-        print(f"edge-sdk {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"edge-sdk {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"{command}: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:
         # the reader of our stdout went away (e.g. `| head`): stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    finally:
+        if in_main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edge_sdk._io import check_writable
+from edge_sdk._io import check_distinct, check_writable
 from edge_sdk.cli._output import emit_json, format_table
 from edge_sdk.errors import InvalidInputError, SchemaError
 
@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     ladder = parse_ladder(args.ladder)
     bandwidth = _bandwidth(args.bandwidth)
+    check_distinct({"--json": args.json, "--plot": args.plot},
+                   {f"report {i + 1}": path for i, path in enumerate(args.reports)})
     if args.json and args.json != "-":
         check_writable(args.json)
     if args.plot:
@@ -102,12 +104,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_REPORT_FILE = 64 << 20  # a fleet of thousands of reports is a few MB
+
+
 def read_reports(path: str) -> list[Any]:
     """Read the capability report(s) in ``path``; one clear error naming the file otherwise."""
     from edge_sdk.profiler.report import CapabilityReport
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:  # bounded: /dev/zero or a huge file is refused, not read whole
+            raw = fh.read(MAX_REPORT_FILE + 1)
+        if len(raw) > MAX_REPORT_FILE:
+            raise InvalidInputError(f"{path}: larger than {MAX_REPORT_FILE >> 20} MiB; not a report file")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise InvalidInputError(f"{path}: no such report file") from None
     except IsADirectoryError:
@@ -120,6 +129,8 @@ def read_reports(path: str) -> list[Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SchemaError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise SchemaError(f"{path}: JSON nested too deeply to be capability reports") from None
     items = data if isinstance(data, list) else [data]
     if not items:
         raise SchemaError(f"{path}: empty list, expected capability reports")

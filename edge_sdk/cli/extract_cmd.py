@@ -10,18 +10,19 @@ import argparse
 import numpy as np
 import torch
 
-from edge_sdk._io import atomic_write_bytes, check_writable
+from edge_sdk._io import atomic_write_bytes, check_distinct, check_writable
+from edge_sdk.cli._args import seed_arg
 from edge_sdk.cli._output import emit_json, format_table
 from edge_sdk.cli.profile_cmd import parse_ratio
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from edge_sdk import models
-    from edge_sdk.submodel import STRATEGIES
+    from edge_sdk.submodel import plan_names
 
     parser = subparsers.add_parser(
         "extract",
-        help="plan a client's submodel of a global model; write the plan (and the submodel)",
+        help="plan a client's submodel of a global model; write the plan file (export --plan reads it)",
         description=(
             "Make the submodel plan one client gets for one round (what it holds of the global "
             "model) and write it as plan bytes (SubmodelPlan.to_bytes, no pickle). "
@@ -31,10 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", metavar="NAME", help=f"a reference model as the global model: {', '.join(models.names())}")
     source.add_argument("--checkpoint", metavar="PATH", help="a global-model checkpoint (edge_sdk.export.save_checkpoint)")
-    parser.add_argument("--strategy", required=True, choices=STRATEGIES, help="how the submodel is chosen")
+    parser.add_argument("--strategy", required=True, choices=plan_names(), help="how the submodel is chosen")
     parser.add_argument("--ratio", required=True, type=_ratio, metavar="R", help="size: fraction of the global model's parameters held, e.g. 1/4")
     parser.add_argument("--round", type=int, default=0, help="federation round (FedRolex's window moves with it)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the reference model's initial weights (use the same with `edge-sdk export --model`)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the reference model's initial weights (use the same with `edge-sdk export --model`)")
     parser.add_argument("--out", required=True, metavar="PLAN", help="where to write the plan bytes")
     parser.add_argument("--json", metavar="PATH|-", help="write a summary as JSON to PATH or stdout (-)")
     parser.set_defaults(handler=run)
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_sdk import models, submodel
     from edge_sdk.export import load_checkpoint
 
+    check_distinct({"--out": args.out, "--json": args.json}, {"--checkpoint": args.checkpoint})
     for path in (args.out, None if args.json in (None, "-") else args.json):
         if path:
             check_writable(path)

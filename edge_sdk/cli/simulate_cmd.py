@@ -9,8 +9,11 @@ import sys
 from edge_sdk.errors import InvalidInputError
 
 
+_OPTION_DEST = "strategy_option:"
+
+
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from edge_sdk.simulation import STRATEGIES
+    from edge_sdk.strategies import strategy_class, strategy_names
 
     p = subparsers.add_parser(
         "simulate",
@@ -24,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--strategy", default="fiarse", metavar="NAME",
-                   help=f"one of {', '.join(STRATEGIES)} (default fiarse)")
+                   help="; ".join(f"{n}: {strategy_class(n).summary}" for n in strategy_names()) + " (default fiarse)")
     p.add_argument("--dataset", default="mnist1d", metavar="NAME", help="mnist1d or digits (default mnist1d)")
     p.add_argument("--model", default="cnn1d", metavar="NAME",
                    help="reference model (default cnn1d); fedra needs vit_tiny or mixer_tiny")
@@ -43,30 +46,92 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     p.add_argument("--client-fraction", type=float, default=1.0, metavar="F",
                    help="share of clients sampled each round (default 1: all)")
-    p.add_argument("--fiarse-gradient", default="surrogate", metavar="MODE",
-                   help="fiarse only: the paper's surrogate gradient (default) or the hard mask's")
     p.add_argument("--bn-stats", default="recompute", metavar="MODE",
                    help="BatchNorm statistics when evaluating a submodel: recompute (on the clients' "
                         "training data, HeteroFL's static BN; default) or aggregated")
     p.add_argument("--server-data", default="proxy", metavar="SRC",
-                   help="fedtsa only: stage-2 server data: proxy (an unlabeled held-out slice of the "
+                   help="for a strategy that merges on server data (fedtsa): proxy (an unlabeled held-out slice of the "
                         "training data), deepinversion (synthesised from the models) or none (default proxy)")
     p.add_argument("--server-holdout", type=float, default=0.1, metavar="F",
-                   help="fedtsa with proxy data: fraction of the training data held out for the server (default 0.1)")
-    p.add_argument("--distill-steps", type=int, default=20, metavar="N",
-                   help="fedtsa only: mutual-learning steps per round (default 20)")
+                   help="with --server-data proxy: fraction of the training data held out for the server (default 0.1)")
     p.add_argument("--eval-every", type=int, default=1, metavar="N",
                    help="evaluate the global model at every size every N rounds (default 1)")
+    _add_merge_options(p)
     p.add_argument("--json", metavar="PATH|-", help="write the full log as JSON to PATH, or - for stdout")
-    p.add_argument("--plot", metavar="PATH.png", help="draw accuracy per tier over rounds (needs edge-sdk[plot])")
+    p.add_argument("--plot", metavar="PATH.png", help="draw accuracy per tier over rounds (needs matplotlib, the plot extra: pip install \"edge-fl-sdk[plot]\")")
+    _add_strategy_options(p)
     p.set_defaults(handler=run)
     return p
+
+
+def _add_merge_options(p: argparse.ArgumentParser) -> None:
+    """Robust merging, differential privacy and the simulated attack (rules and attacks
+    listed from their registries)."""
+    from edge_sdk.aggregation.robust import merge_rule_class, merge_rule_names
+    from edge_sdk.attacks import attack_names
+
+    g = p.add_argument_group("robust merging, differential privacy, simulated attacks")
+    rules = "; ".join(f"{n}: {merge_rule_class(n).summary}" for n in merge_rule_names())
+    g.add_argument("--robust", default="none", metavar="RULE[:PARAM]",
+                   help=f"merge rule over the clients holding each coordinate: {rules} (default none)")
+    g.add_argument("--sample-weights", default="auto", metavar="POLICY",
+                   help="weight of a client's reported sample count: trust, cap:K (K x the round's median), equal, "
+                        "or auto (trust for --robust none, cap:2 for robust rules, equal under DP; default)")
+    g.add_argument("--outlier-norm", type=float, default=None, metavar="K",
+                   help="refuse a change whose norm exceeds K x its tier's median (default 3 with a robust rule; 0: off)")
+    g.add_argument("--outlier-cosine", type=float, default=None, metavar="T",
+                   help="refuse a change whose cosine with its tier's median change is below T "
+                        "(default 0 with a robust rule; -1: off)")
+    g.add_argument("--dp-clip", type=float, default=None, metavar="C",
+                   help="client-level DP: clip every client's change to L2 norm C")
+    g.add_argument("--dp-noise", type=float, default=0.0, metavar="Z",
+                   help="DP noise multiplier: Gaussian noise of std Z*C on every per-coordinate sum (default 0)")
+    g.add_argument("--dp-delta", type=float, default=1e-5, metavar="D", help="DP delta for epsilon (default 1e-5)")
+    g.add_argument("--dp-mode", default="server", metavar="MODE",
+                   help="who adds the DP noise: server (default) or client (each device before upload)")
+    g.add_argument("--attack", default="none", metavar="NAME[:PARAM]",
+                   help=f"simulated attack of the attacking clients: {', '.join(attack_names())} "
+                        "(sign-flip, scale:K, samples:N, noise:SIGMA; default none)")
+    g.add_argument("--attackers", type=float, default=0.0, metavar="FRACTION",
+                   help="fraction of clients attacking, chosen evenly across tiers with a seeded draw (default 0)")
+
+
+def _add_strategy_options(p: argparse.ArgumentParser) -> None:
+    """One flag per strategy option key (``--fiarse-gradient``...), from the registry: a new
+    strategy's options appear here with no edit."""
+    from edge_sdk.strategies import strategy_class, strategy_names
+
+    group = p.add_argument_group("strategy options (each applies to the strategy it names)")
+    seen: set[str] = set()
+    for name in strategy_names():
+        for option in strategy_class(name).options:
+            if option.key in seen:
+                continue
+            seen.add(option.key)
+            flags = [f"--{option.key}", *(f"--{a}" for a in option.aliases)]
+            group.add_argument(*flags, dest=_OPTION_DEST + option.key, default=None, metavar="VALUE",
+                               help=f"{name}: {option.help} (default {option.default})")
+
+
+def strategy_options(args: argparse.Namespace) -> dict:
+    """The chosen strategy's options given as flags; a flag of another strategy is refused."""
+    from edge_sdk.strategies import strategy_class
+
+    given = {k[len(_OPTION_DEST):]: v for k, v in vars(args).items() if k.startswith(_OPTION_DEST) and v is not None}
+    cls = strategy_class(args.strategy)
+    mine = {o.key: o for o in cls.options}
+    other = sorted(set(given) - set(mine))
+    if other:
+        raise InvalidInputError(f"--{other[0]} is not an option of strategy {cls.name}; its options: "
+                                + (", ".join(f"--{k}" for k in mine) or "none"))
+    return {mine[k].name: mine[k].parse(v, f"--{k}") for k, v in given.items()}
 
 
 def build_config(args: argparse.Namespace):
     from edge_sdk.simulation import SimulationConfig
 
-    for name in ("lr", "alpha", "client_fraction", "width"):
+    for name in ("lr", "alpha", "client_fraction", "width", "outlier_norm", "outlier_cosine", "dp_clip", "dp_noise",
+                 "dp_delta", "attackers"):
         value = getattr(args, name)
         if value is not None and not math.isfinite(value):
             raise InvalidInputError(f"--{name.replace('_', '-')}={value} is not accepted; expected a finite number")
@@ -82,14 +147,23 @@ def build_config(args: argparse.Namespace):
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
-        fiarse_gradient=args.fiarse_gradient,
+        strategy_options=strategy_options(args),
         client_fraction=args.client_fraction,
         eval_every=args.eval_every,
         bn_stats=args.bn_stats,
         server_data=args.server_data,
         server_holdout=args.server_holdout,
-        fedtsa_options={"distill_steps": args.distill_steps},
-        model_kwargs={} if args.width is None else {"width": args.width},
+        model_options={} if args.width is None else {"width": args.width},
+        robust=args.robust,
+        sample_weights=args.sample_weights,
+        outlier_norm=args.outlier_norm,
+        outlier_cosine=args.outlier_cosine,
+        dp_clip=args.dp_clip,
+        dp_noise=args.dp_noise,
+        dp_delta=args.dp_delta,
+        dp_mode=args.dp_mode,
+        attack=args.attack,
+        attackers=args.attackers,
     )
     return config
 
@@ -111,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             from edge_sdk.errors import MissingDependencyError
 
-            raise MissingDependencyError('--plot needs matplotlib: pip install "edge-sdk[plot]"') from None
+            raise MissingDependencyError('--plot needs matplotlib (the plot extra): pip install "edge-fl-sdk[plot]"') from None
         check_writable(args.plot)
 
     labels = config.tier_labels
@@ -120,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         acc = "  ".join(f"{lab}:{m.global_accuracy[lab]:.3f}" for lab in labels if lab in m.global_accuracy)
         sys.stderr.write(
             f"round {m.round}/{config.rounds}  loss {m.train_loss:.4f}  client acc {m.client_accuracy:.3f}"
-            + (f"  global {acc}" if acc else "") + f"  ({m.seconds:.1f}s)\n"
+            + (f"  global {acc}" if acc else "") + _merge_note(m.merge) + f"  ({m.seconds:.1f}s)\n"
         )
         sys.stderr.flush()
 
@@ -141,4 +215,34 @@ def run(args: argparse.Namespace) -> int:
           f"alpha {config.alpha}, {config.rounds} rounds x {config.local_steps} steps, seed {config.seed} "
           f"({result.wall_time_s:.1f}s)", file=out)
     print(format_table(["size", "kept fraction", "clients", "global acc", "local acc"], rows), file=out)
+    for line in _defence_lines(doc):
+        print(line, file=out)
     return 0
+
+
+def _merge_note(merge: dict | None) -> str:
+    """The progress line's note on refused updates and privacy spent ('' when nothing to say)."""
+    if not merge:
+        return ""
+    note = ""
+    if merge["refused"]:
+        note += "  refused " + ",".join(str(r["client"]) for r in merge["refused"])
+    privacy = merge.get("privacy")
+    if privacy:
+        note += f"  eps {privacy['epsilon_total']:.3g} (round {privacy['epsilon_round']:.3g})"
+    return note
+
+
+def _defence_lines(doc: dict) -> list[str]:
+    """Summary lines under the table: the merge rule, the attack, refusals, privacy spent."""
+    merge, attack, privacy = doc["merge"], doc["attack"], doc["privacy"]
+    refused = sum(len((r.get("merge") or {}).get("refused", [])) for r in doc["rounds"])
+    lines = [f"merge: {merge['rule']} (sample weights {merge['sample_weights']}); {refused} update(s) refused over "
+             f"{len(doc['rounds'])} rounds"]
+    if attack["attack"] != "none":
+        lines.append(f"attack: {attack['attack']} by clients {attack['clients']} ({attack['fraction']:g} of clients)")
+    if privacy is not None:
+        lines.append(f"privacy: epsilon {privacy['epsilon']:.3g} at delta {privacy['delta']:g} over "
+                     f"{privacy['rounds']} rounds (client-level, {merge['dp']['mode']} noise; no sampling "
+                     "amplification claimed)")
+    return lines

@@ -12,7 +12,7 @@ from edge_sdk._io import atomic_write_bytes
 from edge_sdk.clustering.core import Clustering
 from edge_sdk.errors import MissingDependencyError
 
-PLOT_HINT = 'pip install "edge-sdk[plot]"'
+PLOT_HINT = 'pip install "edge-fl-sdk[plot]"'
 
 
 def require_matplotlib() -> None:
@@ -20,7 +20,7 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise MissingDependencyError(f"plotting needs matplotlib: {PLOT_HINT}") from None
+        raise MissingDependencyError(f"plotting needs matplotlib (the plot extra): {PLOT_HINT}") from None
 
 
 def ratio_label(ratio: float | None) -> str:

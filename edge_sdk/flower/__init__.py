@@ -33,8 +33,6 @@ _LAZY = {
     "ServerDataSpec": "edge_sdk.flower.config",
     "load_server_data": "edge_sdk.flower.serverdata",
     "materialize": "edge_sdk.flower.codec",
-    "STRATEGIES": "edge_sdk.flower.strategies",
-    "HeteroStrategy": "edge_sdk.flower.strategies",
     "make_strategy": "edge_sdk.flower.strategies",
     "strategy_names": "edge_sdk.flower.strategies",
     "PayloadError": "edge_sdk.flower._errors",

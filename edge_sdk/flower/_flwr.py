@@ -20,7 +20,7 @@ def require_flwr() -> SimpleNamespace:
             serverapp = importlib.import_module("flwr.serverapp")
         except ImportError as exc:
             raise MissingDependencyError(
-                'edge_sdk.flower needs Flower >= 1.41 (Message API): pip install "edge-sdk[flower]"'
+                'edge_sdk.flower needs Flower >= 1.41 (the flower extra): pip install "edge-fl-sdk[flower]"'
             ) from exc
         _cache = SimpleNamespace(app=app, clientapp=clientapp, serverapp=serverapp)
     return _cache

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edge_sdk.errors import InvalidInputError
+from edge_sdk.settings import FederationSettings
 
 __all__ = ["RunSettings", "NodeSettings", "ServerDataSpec", "parse_ladder", "parse_server_data", "DEFAULT_LADDER"]
 
@@ -133,29 +134,26 @@ def _get(cfg: Mapping[str, Any], key: str, default: Any, kind: type, *, minimum:
 
 
 @dataclass
-class RunSettings:
-    """What the ServerApp runs (``[tool.flwr.app.config]`` / ``flwr run -c``).
+class RunSettings(FederationSettings):
+    """What the ServerApp runs (``[tool.flwr.app.config]`` / ``flwr run -c``): the shared
+    :class:`~edge_sdk.settings.FederationSettings` plus the deployment's own fields.
 
-    Timeouts are in seconds. ``min-nodes``: connected nodes to wait for (at most
-    ``wait-timeout``) before the first query. ``min-replies``: updates a round needs to be
-    aggregated (fewer: the global model is kept and the run goes on). ``out-dir``: where the
-    run summary and exported artifacts go (empty: ``~/.cache/edge-sdk/flower/run-<id>``).
-    ``server-data`` (FedTSA only, required there): its stage-2 data, ``"<dataset>:<size>[:<seed>]"``
-    or a .npz path (see :class:`ServerDataSpec`); ``fedtsa-steps`` / ``-temperature`` / ``-lr`` /
-    ``-batch-size``: the mutual-learning options of the fedtsa rule.
+    Run-config keys are the field names with dashes (``local-steps``); a strategy's options
+    are its option keys (``fiarse-gradient``, ``lora-rank``, ``fedtsa-steps``...; see
+    ``edge_sdk.strategies.strategy_class(name).options``). Timeouts are in seconds.
+    ``min-nodes``: connected nodes to wait for (at most ``wait-timeout``) before the first
+    query. ``min-replies``: updates a round needs to be merged (fewer: the global model is
+    kept and the run goes on). ``out-dir``: where the run summary and exported artifacts go
+    (empty: ``~/.cache/edge-sdk/flower/run-<id>``). ``server-data`` (for a strategy that
+    merges on server data, required there): ``"<dataset>:<size>[:<seed>]"`` or a .npz path
+    (see :class:`ServerDataSpec`). The merge path: ``robust`` (``none``, ``median``,
+    ``trimmed-mean[:BETA]``, ``clipped-mean[:BOUND]`` or any registered rule),
+    ``sample-weights`` (auto, trust, cap:K, equal), ``outlier-norm``, ``outlier-cosine``,
+    ``dp-clip`` (0 or absent: no DP), ``dp-noise``, ``dp-delta``, ``dp-mode`` (server or
+    client); the round's merge report and the privacy spent go to the run summary.
     """
 
-    strategy: str = "fiarse"
-    model: str = "cnn1d"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    dataset: str = "mnist1d"
     rounds: int = 3
-    local_steps: int = 10
-    batch_size: int = 32
-    lr: float = 0.05
-    momentum: float = 0.9
-    fiarse_gradient: str = "surrogate"
-    lora_rank: int = 8
     ladder: tuple[float, ...] = field(default_factory=lambda: parse_ladder(DEFAULT_LADDER))
     min_nodes: int = 1
     min_replies: int = 1
@@ -164,25 +162,29 @@ class RunSettings:
     round_timeout: float = 300.0
     poll_interval: float = 0.5
     eval_every: int = 0
-    seed: int = 0
     quick_profile: bool = True
     export: bool = True
     export_samples: int = 64
     out_dir: str = ""
     save_models: bool = False
-    server_data: str = ""  # fedtsa: its stage-2 data (see ServerDataSpec)
-    fedtsa_steps: int = 20  # fedtsa: mutual-learning steps per round
-    fedtsa_temperature: float = 3.0
-    fedtsa_lr: float = 0.01
-    fedtsa_batch_size: int = 64
+    server_data: str = ""  # see ServerDataSpec
 
     def server_data_spec(self) -> ServerDataSpec | None:
         """The parsed ``server-data`` (None when empty)."""
         return parse_server_data(self.server_data)
 
+    def uses_server_data(self) -> bool:
+        from edge_sdk.errors import UnknownNameError
+        from edge_sdk.strategies import strategy_class
+
+        try:
+            return strategy_class(self.strategy).uses_server_data
+        except UnknownNameError:
+            return False
+
     def server_holdout(self) -> ServerDataSpec | None:
-        """The built-in samples every node must leave out (only when FedTSA uses them)."""
-        spec = self.server_data_spec() if self.strategy == "fedtsa" else None
+        """The built-in samples every node must leave out (only when the strategy uses them)."""
+        spec = self.server_data_spec() if self.uses_server_data() else None
         return spec if spec is not None and spec.kind == "builtin" else None
 
     @classmethod
@@ -192,15 +194,18 @@ class RunSettings:
         if options:
             try:
                 parsed = json.loads(str(options))
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"config model-options={options!r} is not JSON ({exc.msg}); "
+            except (json.JSONDecodeError, RecursionError) as exc:
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                raise InvalidInputError(f"config model-options={options!r} is not JSON ({why}); "
                                         'expected e.g. {"width": 0.5}') from None
             if not isinstance(parsed, dict):
                 raise InvalidInputError(f"config model-options={options!r} is not a JSON object")
         else:
             parsed = {}
+        strategy = _get(cfg, "strategy", d.strategy, str)
         s = cls(
-            strategy=_get(cfg, "strategy", d.strategy, str),
+            strategy=strategy,
+            strategy_options=_strategy_options(strategy, cfg),
             model=_get(cfg, "model", d.model, str),
             model_options=parsed,
             dataset=_get(cfg, "dataset", d.dataset, str),
@@ -209,8 +214,7 @@ class RunSettings:
             batch_size=_get(cfg, "batch-size", d.batch_size, int, minimum=1),
             lr=_get(cfg, "lr", d.lr, float, minimum=0),
             momentum=_get(cfg, "momentum", d.momentum, float, minimum=0),
-            fiarse_gradient=_get(cfg, "fiarse-gradient", d.fiarse_gradient, str),
-            lora_rank=_get(cfg, "lora-rank", d.lora_rank, int, minimum=1),
+            weight_decay=_get(cfg, "weight-decay", d.weight_decay, float, minimum=0),
             ladder=parse_ladder(cfg["ladder"]) if "ladder" in cfg else d.ladder,
             min_nodes=_get(cfg, "min-nodes", d.min_nodes, int, minimum=1),
             min_replies=_get(cfg, "min-replies", d.min_replies, int, minimum=1),
@@ -226,19 +230,21 @@ class RunSettings:
             out_dir=_get(cfg, "out-dir", d.out_dir, str),
             save_models=_get(cfg, "save-models", d.save_models, bool),
             server_data=_get(cfg, "server-data", d.server_data, str),
-            fedtsa_steps=_get(cfg, "fedtsa-steps", d.fedtsa_steps, int, minimum=1),
-            fedtsa_temperature=_get(cfg, "fedtsa-temperature", d.fedtsa_temperature, float),
-            fedtsa_lr=_get(cfg, "fedtsa-lr", d.fedtsa_lr, float),
-            fedtsa_batch_size=_get(cfg, "fedtsa-batch-size", d.fedtsa_batch_size, int, minimum=1),
+            robust=_get(cfg, "robust", d.robust, str),
+            sample_weights=_get(cfg, "sample-weights", d.sample_weights, str),
+            outlier_norm=_get(cfg, "outlier-norm", d.outlier_norm, float),
+            outlier_cosine=_get(cfg, "outlier-cosine", d.outlier_cosine, float),
+            dp_clip=_get(cfg, "dp-clip", d.dp_clip, float) or None,
+            dp_noise=_get(cfg, "dp-noise", d.dp_noise, float, minimum=0),
+            dp_delta=_get(cfg, "dp-delta", d.dp_delta, float),
+            dp_mode=_get(cfg, "dp-mode", d.dp_mode, str),
         )
         if s.momentum >= 1:
             raise InvalidInputError(f"config momentum={s.momentum!r} is not accepted; expected 0 <= momentum < 1")
-        for key, value in (("fedtsa-temperature", s.fedtsa_temperature), ("fedtsa-lr", s.fedtsa_lr)):
-            if not value > 0:
-                raise InvalidInputError(f"config {key}={value!r} is not accepted; expected a number > 0")
         if "server-data" in cfg and not isinstance(cfg["server-data"], str):
             raise _server_data_error(cfg["server-data"], "not a string")
         s.server_data_spec()  # checks the form
+        s.merge_settings()  # checks the rule, the sample policy, outlier thresholds and DP
         return s
 
     def to_dict(self) -> dict[str, Any]:
@@ -250,6 +256,19 @@ class RunSettings:
         if self.out_dir:
             return Path(os.path.expanduser(self.out_dir))
         return Path.home() / ".cache" / "edge-sdk" / "flower" / f"run-{run_id}"
+
+
+def _strategy_options(strategy: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of ``strategy`` set in the run config (an unknown strategy has none here:
+    it is refused when the server builds it)."""
+    from edge_sdk.errors import UnknownNameError
+    from edge_sdk.strategies import strategy_class
+
+    try:
+        cls = strategy_class(strategy)
+    except UnknownNameError:
+        return {}
+    return cls.options_from_config(cfg)
 
 
 @dataclass

@@ -72,14 +72,14 @@ class Fleet:
         changes = {}
         for node in ids:
             rec = self.nodes[node]
-            old = rec.tier
+            old, old_ratio = rec.tier, rec.ratio
             rec.tier = result.tier_of(str(node))
             rec.ratio = self.tier_ratios[rec.tier]
             if rec.ratio is None:
                 log.warning("node %d: tier %d has no size on the ladder %s (a member's budget fits none); "
                             "it is left out", node, rec.tier, list(self.ladder))
             if old != rec.tier:
-                changes[node] = (old, rec.tier)
+                changes[node] = (old, rec.tier, old_ratio)
         return changes
 
     def tiers(self) -> dict[int, list[int]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -141,8 +142,38 @@ def _make_partition(settings: NodeSettings, name: str,
     }
 
 
+# train_local keywords the server's strategy may set through a payload (train_local checks
+# their values); anything else in the payload's "train" entry is refused
+_TRAIN_OPTIONS = frozenset({"fiarse_gradient"})
+
+
+def _train_options(payload: Payload) -> dict[str, Any]:
+    options = payload.meta.get("train", {}) if isinstance(payload.meta, dict) else None
+    if not isinstance(options, dict) or set(options) - _TRAIN_OPTIONS:
+        raise InvalidInputError(f"{payload.strategy} payload: training options {options!r} are not accepted; "
+                                f"expected a map of {', '.join(sorted(_TRAIN_OPTIONS))}")
+    return dict(options)
+
+
+def _privacy(payload: Payload) -> dict[str, float]:
+    """Client-mode DP of the payload's meta ``privacy`` entry (``dp_clip``, ``dp_noise_std``;
+    see ``Strategy.client_privacy``); empty when the server asked for none."""
+    options = payload.meta.get("privacy", {}) if isinstance(payload.meta, dict) else None
+    if not options:
+        return {}
+    ok = isinstance(options, dict) and set(options) == {"dp_clip", "dp_noise_std"} and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        for v in options.values()) and options["dp_clip"] > 0
+    if not ok:
+        raise InvalidInputError(f"{payload.strategy} payload: privacy options {options!r} are not accepted; expected "
+                                "dp_clip > 0 and dp_noise_std >= 0")
+    return {k: float(v) for k, v in options.items()}
+
+
 def train_payload(payload: Payload, data: LocalData, run: RunSettings, *, seed: int = 0) -> tuple[Any, dict[str, float]]:
-    """Rebuild the submodel from ``payload``, train it on ``data``; returns (Update, metrics)."""
+    """Rebuild the submodel from ``payload``, train it on ``data``; returns (Update, metrics).
+    With client-mode DP in the payload, the change is clipped and noised here, on the device,
+    before it leaves (noise from the operating system's entropy)."""
     from edge_sdk.training import train_local
 
     if data.num_train == 0:
@@ -152,10 +183,17 @@ def train_payload(payload: Payload, data: LocalData, run: RunSettings, *, seed: 
     gen = torch.Generator().manual_seed(int(seed))
     loader = DataLoader(data.train, batch_size=run.batch_size, shuffle=True, generator=gen,
                         drop_last=data.num_train > run.batch_size)
-    kwargs: dict[str, Any] = dict(steps=run.local_steps, lr=run.lr, momentum=run.momentum, num_samples=data.num_train)
-    if payload.strategy == "fiarse":
-        kwargs["fiarse_gradient"] = run.fiarse_gradient
+    kwargs: dict[str, Any] = {**run.train_kwargs(), **_train_options(payload), "num_samples": data.num_train}
+    privacy = _privacy(payload)
     update = train_local(submodel, loader, payload.plan, **kwargs)
+    if privacy:
+        import secrets
+
+        from edge_sdk.privacy import privatize_update
+
+        received = {n: payload.tensors[n] for n in update.tensors}
+        update = privatize_update(update, received, privacy["dp_clip"], privacy["dp_noise_std"],
+                                  torch.Generator().manual_seed(secrets.randbits(63)))
     sig = payload.plan.signature if payload.plan is not None else {
         n: (tuple(t.shape), True) for n, t in submodel.named_parameters()}
     total = sum(int(np.prod(s)) for s, p in sig.values() if p)

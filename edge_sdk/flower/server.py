@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from edge_sdk._io import atomic_write_bytes, atomic_write_text, check_writable
-from edge_sdk.errors import EdgeSDKError, OutputError, UpdateRejectedError
+from edge_sdk.aggregation.robust_merge import label_clients
+from edge_sdk.errors import EdgeSDKError, OutputError, SchemaError, UpdateRejectedError
 from edge_sdk.flower._errors import FederationError
 from edge_sdk.flower._flwr import require_flwr
-from edge_sdk.flower.codec import encode_payload, payload_sizes, state_bytes
+from edge_sdk.flower.codec import Payload, encode_payload, payload_sizes, payload_tensors, state_bytes
 from edge_sdk.flower.config import RunSettings
 from edge_sdk.flower.fleet import Fleet, NodeRecord
 from edge_sdk.flower.records import (
@@ -36,7 +37,8 @@ from edge_sdk.flower.records import (
     blob_record,
     record_blob,
 )
-from edge_sdk.flower.strategies import HeteroStrategy, make_strategy
+from edge_sdk.flower.strategies import build_global, make_strategy
+from edge_sdk.strategies import Strategy, kept_fraction
 from edge_sdk.profiler import CapabilityReport
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,43 @@ def exchange(grid: Any, messages: Mapping[int, Any], timeout: float, poll: float
     return replies, failed + sorted(by_id[m] for m in pending)
 
 
+MAX_METRICS = 64
+MAX_TEXT = 1 << 22  # a capability report is a few KB
+
+
+def _reason(exc: BaseException) -> str:
+    """One line about why a node's reply was refused (typed errors say it themselves; any
+    other exception is a decoder bug, named so it can be reported)."""
+    text = " ".join(str(exc).split())[:300]
+    if isinstance(exc, EdgeSDKError):
+        return text
+    return f"malformed reply ({type(exc).__name__}: {text})"
+
+
+def _bounded_text(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise SchemaError(f"reply field {field!r} is a {type(value).__name__}, expected text")
+    if len(value) > MAX_TEXT:
+        raise SchemaError(f"reply field {field!r} holds {len(value)} characters; at most {MAX_TEXT} accepted")
+    return value
+
+
+def reply_metrics(content: Any) -> dict[str, float]:
+    """A node's ``metrics`` record as floats (at most MAX_METRICS short names; NaN stays NaN:
+    a node without test data reports a NaN accuracy)."""
+    metrics = content.metric_records.get("metrics") or {}
+    if len(metrics) > MAX_METRICS:
+        raise SchemaError(f"metrics record holds {len(metrics)} entries; at most {MAX_METRICS} accepted")
+    out = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str) or len(key) > 64:
+            raise SchemaError("metrics record has a key that is not a short name")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SchemaError(f"metric {key!r}={value!r} is not a number")
+        out[key] = float(value)
+    return out
+
+
 def _error_text(reply: Any) -> str:
     err = reply.error
     return f"{getattr(err, 'code', '?')}: {str(getattr(err, 'reason', ''))[-300:]}"
@@ -119,18 +158,18 @@ class ServerRun:
     """State of one federated run (see :func:`run_server`)."""
 
     def __init__(self, grid: Any, settings: RunSettings, *, run_id: int | str = 0,
-                 strategy: HeteroStrategy | None = None) -> None:
+                 strategy: Strategy | None = None) -> None:
         self.grid = grid
         self.settings = settings
         self.run_id = run_id
         self.strategy = strategy or make_strategy(settings)
-        if settings.server_data and self.strategy.name != "fedtsa":
-            log.warning("config server-data=%r is ignored: only strategy fedtsa uses server-side data",
-                        settings.server_data)
+        if settings.server_data and not self.strategy.uses_server_data:
+            log.warning("config server-data=%r is ignored: strategy %s uses no server-side data",
+                        settings.server_data, self.strategy.name)
         self.fleet = Fleet(settings.ladder)
         self.out_dir = settings.output_dir(run_id)
         self.rng = np.random.default_rng([settings.seed, 90210])
-        self.global_model: nn.Module = self.strategy.build_global()
+        self.global_model: nn.Module = build_global(self.strategy, settings, self.rng)
         self.full_bytes = state_bytes(self.global_model)
         self.rounds: list[dict[str, Any]] = []
         self.queries: list[dict[str, Any]] = []
@@ -196,12 +235,13 @@ class ServerRun:
                 continue
             try:
                 rec = reply.content.config_records[REPORT_KEY]
-                report = CapabilityReport.from_json(str(rec["json"]), where=f"node {node} report")
-            except (KeyError, EdgeSDKError) as exc:
-                errors[node] = f"unreadable report: {exc}"
+                report = CapabilityReport.from_json(_bounded_text(rec["json"], "json"), where=f"node {node} report")
+                hw = _bounded_text(rec.get("hw-profile", ""), "hw-profile") or None
+                source = _bounded_text(rec.get("source", ""), "source")
+            except Exception as exc:  # noqa: BLE001 - any bytes from a node: that node is not placed
+                errors[node] = f"unreadable report: {_reason(exc)}"
                 continue
-            hw = str(rec.get("hw-profile", "")) or None
-            self.fleet.add(NodeRecord(node, report, hw, round, str(rec.get("source", ""))))
+            self.fleet.add(NodeRecord(node, report, hw, round, source))
             added.append(node)
         for node, why in errors.items():
             log.warning("node %d: capability query failed (%s)", node, why)
@@ -215,13 +255,16 @@ class ServerRun:
 
     def place(self) -> None:
         changes = self.fleet.assign()
-        for node, (old, new) in changes.items():
+        for node, (old, new, old_ratio) in changes.items():
             rec = self.fleet.nodes[node]
             if old is None:
                 log.info("node %d (%s, score %.3g) placed in tier %d: size %g", node, rec.hw_profile or "measured",
                          rec.score, new, rec.ratio)
+            elif old_ratio == rec.ratio:  # a new tier below it shifted the numbering only
+                log.debug("node %d: tier renumbered %d -> %d (size unchanged: %g)", node, old, new, rec.ratio)
             else:
-                log.info("node %d moved from tier %d to tier %d: size %g", node, old, new, rec.ratio)
+                log.info("node %d moved from tier %d (size %g) to tier %d (size %g)", node, old, old_ratio, new,
+                         rec.ratio)
 
     def refresh_fleet(self, round: int) -> list[int]:
         """Query nodes seen for the first time (late joiners) and re-place everyone."""
@@ -235,20 +278,21 @@ class ServerRun:
 
     # -- rounds ----------------------------------------------------------------------------
     def _payload_messages(self, plans: Mapping[int, Any], round: int, message_type: str,
-                          group: str, timeout: float) -> tuple[dict[int, Any], dict[int, dict[str, Any]]]:
+                          group: str, timeout: float, privacy: Mapping[int, dict[str, float]] | None = None
+                          ) -> tuple[dict[int, Any], dict[int, dict[str, Any]]]:
         blobs: dict[int, tuple[bytes, int, Any]] = {}
         msgs, info = {}, {}
         for node, plan in plans.items():
             key = id(plan)
             if key not in blobs:
-                payload = self.strategy.payload(plan, self.global_model, round=round)
+                payload = self.payload(plan, round, (privacy or {}).get(node))  # equal for one plan
                 data = encode_payload(payload)
                 blobs[key] = (data, payload.tensor_bytes, payload_sizes(data))
             data, tensor_bytes, sizes = blobs[key]
             rec = self.fleet.nodes[node]
             content = payload_content(data, round=round, tier=int(rec.tier or 0), ratio=float(rec.ratio or 1.0))
             msgs[node] = _message(content, node, message_type, group, _ttl(timeout))
-            kept = float(plan.kept_fraction) if plan is not None else 1.0
+            kept = kept_fraction(plan)
             info[node] = {
                 "tier": rec.tier, "ratio": rec.ratio, "kept_fraction": kept,
                 "bytes_sent": len(data), "tensor_bytes_sent": tensor_bytes,
@@ -258,6 +302,16 @@ class ServerRun:
                 "tensor_bytes_vs_kept": tensor_bytes / (kept * self.full_bytes) if kept > 0 else None,
             }
         return msgs, info
+
+    def payload(self, plan: Any, round: int, privacy: Mapping[str, float] | None = None) -> Payload:
+        """What a node holding ``plan`` receives: the tensors it holds, the strategy's
+        local-training options and (client-mode DP) the clip and noise its device applies."""
+        s, st = self.settings, self.strategy
+        meta: dict[str, Any] = {"train": st.train_options()}
+        if privacy:
+            meta["privacy"] = dict(privacy)
+        return Payload(st.name, round, s.model, dict(s.model_options), plan,
+                       payload_tensors(plan, self.global_model, st.fill), meta, st.fill)
 
     def train_round(self, round: int) -> dict[str, Any]:
         from edge_sdk.training import Update
@@ -274,7 +328,8 @@ class ServerRun:
             return record
         ratios = {n: float(self.fleet.nodes[n].ratio) for n in participants}  # type: ignore[arg-type]
         plans = self.strategy.make_plans(self.global_model, ratios, round=round, rng=self.rng)
-        msgs, info = self._payload_messages(plans, round, "train", f"round-{round}", s.round_timeout)
+        privacy = self.strategy.client_privacy(plans, self.global_model)
+        msgs, info = self._payload_messages(plans, round, "train", f"round-{round}", s.round_timeout, privacy)
         if s.save_models:
             for node, plan in plans.items():
                 if plan is not None:
@@ -295,29 +350,37 @@ class ServerRun:
                     blob = record_blob(reply.content, "update", STYPE_UPDATE)
                     update = Update.from_bytes(blob)
                     self._check_update(update, plans[node], node)
-                    metrics = reply.content.metric_records.get("metrics")
-                    entry["metrics"] = {k: float(v) for k, v in (metrics or {}).items()}
+                    entry["metrics"] = reply_metrics(reply.content)
                     entry["bytes_received"] = len(blob)
                     updates.append(update)
                     used.append(node)
-                except (EdgeSDKError, KeyError, TypeError, ValueError) as exc:  # a bad node must not stop the run
-                    entry["left_out"] = f"update refused: {type(exc).__name__}: {exc}"
+                except Exception as exc:  # noqa: BLE001 - any bytes from a node: drop it, never stop the run
+                    entry["left_out"] = f"update refused: {_reason(exc)}"
             if "left_out" in entry:
                 log.warning("round %d: node %d left out (%s)", round, node, entry["left_out"])
             record["nodes"][str(node)] = entry
         aggregated = False
+        # drop what the merge would refuse (checked one by one; nothing merged, no privacy spent)
+        refused = dict(self.strategy.screen(self.global_model, updates, assigned=[plans[n] for n in used]))
+        for i, why in refused.items():
+            record["nodes"][str(used[i])]["left_out"] = f"update refused: {why}"
+            log.warning("round %d: node %d's update refused (%s)", round, used[i], why)
+        updates = [u for i, u in enumerate(updates) if i not in refused]
+        used = [n for i, n in enumerate(used) if i not in refused]
         if len(updates) >= s.min_replies:
-            try:  # the rule validates every update before it writes anything
-                self.global_model = self.strategy.aggregate(self.global_model, updates, round=round)
+            try:  # the merge checks again before it writes anything (and keeps the model on overflow)
+                self.global_model = self.strategy.merge(self.global_model, updates, round=round,
+                                                        assigned=[plans[n] for n in used])
                 aggregated = True
-            except UpdateRejectedError:
-                updates, used = self._drop_rejected(updates, used, record, round)
-                if len(updates) >= s.min_replies:
-                    self.global_model = self.strategy.aggregate(self.global_model, updates, round=round)
-                    aggregated = True
-            if aggregated and self.strategy.last_aggregation is not None:
-                record["aggregation"] = self.strategy.last_aggregation
-                self._log_aggregation(round, self.strategy.last_aggregation)
+            except UpdateRejectedError as exc:
+                record["merge_refused"] = str(exc)
+                log.warning("round %d: merge refused (%s); the global model is kept", round, exc)
+            report = self.strategy.last_report
+            if aggregated and report is not None:
+                record["aggregation"] = {**report, "merge": label_clients(report.get("merge"), used)}
+                line = self.strategy.describe_report(report)
+                if line:
+                    log.info("round %d: %s", round, line)
         if not aggregated:
             log.warning("round %d: %d update(s), min-replies is %d; the global model is kept", round,
                         len(updates), s.min_replies)
@@ -334,38 +397,17 @@ class ServerRun:
                  "aggregated" if aggregated else "kept", record["seconds"])
         return record
 
-    def _log_aggregation(self, round: int, info: Mapping[str, Any]) -> None:
-        if "stage2" in info:  # FedTSA's report
-            if info["stage2"]:
-                log.info("round %d: fedtsa stage 2: %d mutual-learning steps over %d tier models, KL %.4g -> %.4g, "
-                         "%.2f s", round, info["distill_steps"], len(info["tiers"]), info["kl_first"],
-                         info["kl_last"], info["stage2_seconds"])
-            else:
-                log.info("round %d: fedtsa stage 2 skipped (%d tier model(s) this round)", round, len(info["tiers"]))
-
     def _check_update(self, update: Any, plan: Any, node: int) -> None:
-        if update.strategy != (plan.strategy if plan is not None else "fedavg"):
-            raise UpdateRejectedError(f"node {node} sent a {update.strategy} update for a "
-                                      f"{plan.strategy if plan is not None else 'fedavg'} plan")
-        if plan is not None and (update.plan is None or update.plan.to_bytes() != plan.to_bytes()):
+        """The update must be for exactly the plan this node was sent (the whole model when
+        it was sent no plan)."""
+        if plan is None:
+            if update.plan is not None:
+                raise UpdateRejectedError(f"node {node} sent a {update.strategy} update for the whole model")
+            return
+        if update.strategy != plan.strategy:
+            raise UpdateRejectedError(f"node {node} sent a {update.strategy} update for a {plan.strategy} plan")
+        if update.plan is None or update.plan.to_bytes() != plan.to_bytes():
             raise UpdateRejectedError(f"node {node} sent an update for another plan than the one it was given")
-
-    def _drop_rejected(self, updates: list[Any], used: list[int], record: dict[str, Any], round: int):
-        """After a refused merge: try each update on a throw-away copy of the global model and
-        drop the ones the rule refuses."""
-        import copy
-
-        keep_u, keep_n = [], []
-        for node, update in zip(used, updates):
-            try:
-                self.strategy.aggregate(copy.deepcopy(self.global_model), [update])
-            except UpdateRejectedError as exc:
-                record["nodes"][str(node)]["left_out"] = f"update refused: {exc}"
-                log.warning("round %d: node %d's update refused (%s)", round, node, exc)
-                continue
-            keep_u.append(update)
-            keep_n.append(node)
-        return keep_u, keep_n
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, round: int) -> dict[str, Any]:
@@ -385,8 +427,11 @@ class ServerRun:
             if reply is None or reply.has_error():
                 entry["left_out"] = "no reply" if reply is None else _error_text(reply)
             else:
-                metrics = reply.content.metric_records.get("metrics") or {}
-                entry.update({k: float(v) for k, v in metrics.items()})
+                try:
+                    entry.update(reply_metrics(reply.content))
+                except Exception as exc:  # noqa: BLE001 - a node's bad reply leaves only that node out
+                    entry["left_out"] = f"reply refused: {_reason(exc)}"
+                    log.warning("evaluation after round %d: node %d left out (%s)", round, node, entry["left_out"])
             per_node[str(node)] = entry
         tiers: dict[str, list[float]] = {}
         for entry in per_node.values():
@@ -429,6 +474,8 @@ class ServerRun:
             "evaluations": self.evaluations,
             "artifacts": self.artifacts,
             "wall_time_s": time.time() - self.started,
+            "merge": self.strategy.merge_settings.describe(),
+            "privacy": self.strategy.privacy_spent(),
         }
 
     def write_summary(self) -> Path:
@@ -488,7 +535,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def run_server(grid: Any, run_config: Mapping[str, Any], *, run_id: int | str = 0,
-               strategy: HeteroStrategy | None = None) -> dict[str, Any]:
+               strategy: Strategy | None = None) -> dict[str, Any]:
     """Run a whole federated job on ``grid`` with ``run_config``; returns the run summary
     (also written to ``<out-dir>/summary.json``)."""
     settings = RunSettings.from_config(dict(run_config))
