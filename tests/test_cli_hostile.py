@@ -89,3 +89,15 @@ def test_every_hostile_case_exits_2_with_one_line(tmp_path, capsys):
                             f"output {'kept' if out.read_bytes() == b'keep me' else 'CHANGED'}")
         out.write_bytes(b"keep me")
     assert not failures, "\n".join(failures)
+
+
+def test_outputs_that_clobber_an_input_or_each_other_exit_2(tmp_path, capsys):
+    hw = tmp_path / "board.toml"
+    hw.write_text("keep")
+    png = tmp_path / "x.png"
+    for argv in (["profile", "--hw", str(hw), "--json", str(hw)],
+                 ["simulate", "--rounds", "1", "--json", str(png), "--plot", str(png)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and ("same file" in err or "overwrite the input" in err), err
+    assert hw.read_text() == "keep" and not png.exists()

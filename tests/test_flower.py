@@ -667,3 +667,11 @@ def test_one_hostile_node_among_three_honest_ones(kind, tmp_path, cache_dir, tas
     assert all(np.isfinite(final[k]).all() for k in final.files)
     state = {k: np.abs(final[k]).max() for k in final.files if final[k].dtype.kind == "f"}
     assert max(state.values()) < 1e6  # not poisoned by an attacker's finite-but-huge values
+
+
+def test_node_config_attack_is_checked():
+    assert NodeSettings.from_config({"attack": "corrupt"}).attack == "corrupt"
+    assert NodeSettings.from_config({"attack": "scale:10"}).attack == "scale:10"
+    assert NodeSettings.from_config({}).attack == ""
+    with pytest.raises(InvalidInputError):
+        NodeSettings.from_config({"attack": "teleport"})

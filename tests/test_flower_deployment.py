@@ -290,3 +290,23 @@ def test_killing_a_supernode_mid_run_does_not_stop_it(deployment):
     # the late joiner was queried, placed and trained
     assert late is not None and summary["nodes"][late]["joined_round"] >= 1
     assert "metrics" in rounds[1]["nodes"][late] and rounds[1]["updates"] == 3
+
+
+def test_one_hostile_supernode_among_honest_ones(deployment):
+    """A SuperNode configured to corrupt its updates (node config ``attack="corrupt"``):
+    the run completes, every corrupted update is refused, the honest ones are merged and the
+    global model stays finite."""
+    d = deployment
+    honest = [n for n in d.procs if n.startswith("node") and d.procs[n].poll() is None]
+    d.start_supernode("hostile", _node_config(0, "raspberry-pi-4", d.root) + ' attack="corrupt"')
+    out = d.root / "run-hostile"
+    proc = d.run(_overrides(out, strategy='"heterofl"', **{"min-nodes": len(honest) + 1}))
+    name = [n for n, p in d.procs.items() if p is proc][0]
+    summary = _wait_run(d, proc, name, out)
+    assert len(summary["rounds"]) == 2
+    for rnd in summary["rounds"]:
+        refused = [e for e in rnd["nodes"].values() if "left_out" in e]
+        assert rnd["aggregated"] and rnd["updates"] == len(honest), rnd
+        assert len(refused) == 1 and "checksum" in refused[0]["left_out"].lower(), refused
+    final = dict(np.load(out / "global-round-2.npz"))
+    assert all(np.isfinite(v).all() for v in final.values())

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from fractions import Fraction
 
-from edge_sdk._io import check_writable
+from edge_sdk._io import check_distinct, check_writable
 from edge_sdk.cli._output import Progress, emit_json, format_table
 from edge_sdk.errors import InvalidInputError
 from edge_sdk.profiler.device import MAX_THREADS_PER_CPU
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError("--validate trains the profiled model on this device: it cannot go with --hw or --no-model")
     if args.validate_steps > 10_000:
         raise InvalidInputError(f"--validate-steps {args.validate_steps} is too many; accepted: 1 to 10000")
+    check_distinct({"--json": args.json}, {"--hw": args.hw if args.hw and os.path.exists(args.hw) else None})
     if args.json and args.json != "-":
         check_writable(args.json)
     progress = Progress()

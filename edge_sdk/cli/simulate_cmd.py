@@ -169,12 +169,13 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_sdk._io import check_writable
+    from edge_sdk._io import check_distinct, check_writable
     from edge_sdk.cli._output import emit_json, format_table
     from edge_sdk import simulation
 
     config = build_config(args)
     simulation.check_config(config)  # names, values, model/data fit, fedra's blocks
+    check_distinct({"--json": args.json, "--plot": args.plot})
     if args.json and args.json != "-":
         check_writable(args.json)
     if args.plot:

@@ -71,13 +71,29 @@ def _train(message: Any, context: Any) -> Any:
     local = local_data(node, run.dataset, run.server_holdout())
     seed = (run.seed * 1_000_003 + node.partition_id * 7919 + payload.round) % (2**63)
     update, metrics = train_payload(payload, local, run, seed=seed)
-    blob = update.to_bytes()
+    blob = _hostile(node.attack, update, payload, seed) if node.attack else update.to_bytes()
     metrics.update({"bytes-received": float(len(data)), "payload-tensor-bytes": float(payload.tensor_bytes),
                     "bytes-sent": float(len(blob)), "update-tensor-bytes": float(update.num_bytes),
                     "partition-id": float(node.partition_id)})
     content = flwr.app.RecordDict({"update": blob_record(blob, STYPE_UPDATE),
                                    "metrics": flwr.app.MetricRecord(metrics)})
     return flwr.app.Message(content, reply_to=message)
+
+
+def _hostile(attack: str, update: Any, payload: Any, seed: int) -> bytes:
+    """The update a node configured as hostile sends (node config ``attack``)."""
+    import torch
+
+    from edge_sdk.flower.config import CORRUPT
+
+    if attack == CORRUPT:
+        data = bytearray(update.to_bytes())
+        data[len(data) // 2] ^= 0x01
+        return bytes(data)
+    from edge_sdk.attacks import make_attack
+
+    log.warning("this node is configured as hostile: attack %s", attack)
+    return make_attack(attack).apply(update, payload.tensors, torch.Generator().manual_seed(seed)).to_bytes()
 
 
 def _evaluate(message: Any, context: Any) -> Any:

@@ -21,6 +21,7 @@ from edge_sdk.settings import FederationSettings
 __all__ = ["RunSettings", "NodeSettings", "ServerDataSpec", "parse_ladder", "parse_server_data", "DEFAULT_LADDER"]
 
 DEFAULT_LADDER = "1,1/4,1/16,1/64"
+CORRUPT = "corrupt"  # node-config attack: one flipped byte in the encoded update
 SERVER_DATA_FORMS = ("'<dataset>:<size>[:<seed>]' with dataset one of {names} (e.g. 'mnist1d:512'), "
                      "or a path to a .npz file holding a float array 'x'")
 
@@ -279,7 +280,10 @@ class NodeSettings:
     measuring the device. ``partition-id`` / ``num-partitions`` / ``alpha`` / ``seed`` /
     ``dataset``: the node's non-IID share (a Dirichlet(alpha) label split, the same on every
     node for the same seed). ``cache-dir``: where the measured report and generated data are
-    kept between messages and runs.
+    kept between messages and runs. ``attack``: make this node hostile, to test a
+    deployment's defences: a registered attack on its update (``sign-flip``, ``scale:K``,
+    ``samples:N``, ``noise:SIGMA``; see :mod:`edge_sdk.attacks`) or ``corrupt`` (one flipped
+    byte in the encoded update); empty for an honest node.
     """
 
     hw_profile: str | None = None
@@ -292,6 +296,7 @@ class NodeSettings:
     threads: int = 1
     budget_ms: float | None = None
     budget_mb: float | None = None
+    attack: str = ""
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> NodeSettings:
@@ -308,7 +313,12 @@ class NodeSettings:
             threads=_get(cfg, "threads", d.threads, int, minimum=1),
             budget_ms=_get(cfg, "budget-ms", None, float),
             budget_mb=_get(cfg, "budget-mb", None, float),
+            attack=_get(cfg, "attack", "", str).strip(),
         )
+        if s.attack and s.attack != CORRUPT:
+            from edge_sdk.attacks import make_attack
+
+            make_attack(s.attack)  # checks the spec
         if s.partition_id >= s.num_partitions:
             raise InvalidInputError(f"node config partition-id={s.partition_id} is not accepted; "
                                     f"expected 0 <= partition-id < num-partitions ({s.num_partitions})")
