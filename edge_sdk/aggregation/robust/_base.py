@@ -13,7 +13,7 @@ A new rule is one module with a ``@register_merge_rule`` class plus its import l
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 import torch
 
