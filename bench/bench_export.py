@@ -7,7 +7,8 @@ Trains resnet8 on scikit-learn digits upscaled to 32x32 (1 channel) and cnn1d on
   file <= 0.3x the fp32 ONNX, accuracy drop <= 1 point, onnxruntime latency <= 0.5x fp32 at
   one thread (batch 1, and batch 64 throughput reported beside it);
 * where the batch-1 time goes: the fixed cost of a call (a one-node graph called the same
-  way), the graphs' time above it, the int8 graph without the layout rewrites, the old
+  way), the graphs' time above it, the int8 graph without the layout rewrites, the int8 graph
+  with its input quantized last (float stem data moves first, the order before #13), the old
   calling method (``session.run`` with numpy), onnxruntime's per-node profile, and the
   latency ratio by batch size (dynamic-batch graphs) with the smallest batch meeting 0.5x;
 * our QDQ int8 graph (``quant_format="qdq"``) beside the QOperator one: latency, size, accuracy;
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -137,15 +139,61 @@ def batch_sweep(model: nn.Module, calib: np.ndarray, x: np.ndarray, tmp: str, qu
     sessions = [_ort.make_session(path, 1), _ort.make_session(fp32, 1)]
     out = []
     for batch in BATCHES:
-        lat_q, lat_f = _ort.paired_latency_ms(sessions, x[:batch], batch=batch,
-                                              min_seconds=0.3 if quick else 1.0)
-        out.append({"batch": batch, "latency_ms": lat_q, "latency_ms_fp32": lat_f, "latency_ratio": lat_q / lat_f})
+        # three runs, medians: the first run at a new batch size was measured up to 2x off
+        # (onnxruntime growing its buffers; resnet8 b64 0.55 then 0.33, 0.33)
+        runs = [_ort.paired_latency_ms(sessions, x[:batch], batch=batch, min_seconds=0.3 if quick else 1.0)
+                for _ in range(3)]
+        ratios = [q / f for q, f in runs]
+        out.append({"batch": batch, "latency_ms": float(np.median([r[0] for r in runs])),
+                    "latency_ms_fp32": float(np.median([r[1] for r in runs])),
+                    "latency_ratio": float(np.median(ratios)), "latency_ratio_runs": ratios})
     return out
+
+
+def input_quantized_last(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The int8 graph in the order onnxruntime's quantizer leaves it (and this SDK did before the
+    input was quantized first): the data-moving ops after the input's ``QuantizeLinear`` run on
+    the float input, then the ``QuantizeLinear``. The same integers (a per-tensor quantizer
+    commutes with them); timed beside our graph to show what quantizing first costs or saves."""
+    from onnx import numpy_helper
+
+    from edge_sdk.export._input_quant import MOVABLE_OPS
+    from edge_sdk.export.integer_check import producers_and_consumers
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inputs = {i.name for i in graph.input} - {i.name for i in graph.initializer}
+    _, consumers = producers_and_consumers(graph)
+    for quant in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inputs]:
+        chain, tensor = [], quant.output[0]
+        while len(consumers.get(tensor, [])) == 1 and consumers[tensor][0].op_type in MOVABLE_OPS:
+            chain.append(consumers[tensor][0])
+            tensor = chain[-1].output[0]
+        if not chain:
+            continue
+        for pad in (n for n in chain if n.op_type == "Pad" and len(n.input) > 2 and n.input[2]):
+            zero = f"{pad.name or pad.output[0]}_float_zero"  # a float Pad pads with 0.0
+            graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero))
+            pad.input[2] = zero
+        source, out = quant.input[0], chain[-1].output[0]
+        chain[0].input[0] = source
+        chain[-1].output[0] = f"{out}_float"
+        quant.input[0], quant.output[0] = f"{out}_float", out
+        nodes = [n for n in graph.node if n is not quant]
+        nodes.insert(nodes.index(chain[-1]) + 1, quant)
+        del graph.node[:]
+        graph.node.extend(nodes)
+        del graph.value_info[:]
+        _, consumers = producers_and_consumers(graph)
+    return model
 
 
 def batch1_detail(model: nn.Module, calib: np.ndarray, x: np.ndarray, int8_path: str, tmp: str,
                   quick: bool) -> dict:
-    """Where the batch-1 time goes, int8 (ours) against fp32, both called the same way."""
+    """Where the batch-1 time goes, int8 (ours) against fp32, both called the same way.
+
+    Each call method is timed in ``repeats`` separate runs of alternating rounds; the numbers
+    are the medians over the runs, with the lowest and highest int8/fp32 ratio beside them."""
     import onnx
 
     from edge_sdk.export import _ort, to_int_onnx
@@ -157,16 +205,26 @@ def batch1_detail(model: nn.Module, calib: np.ndarray, x: np.ndarray, int8_path:
     onnx.save(compact_model(onnx.load(fp32)), fp32)  # the baseline to_int_onnx times
     plain = os.path.join(tmp, "b1_no_layout.onnx")
     to_int_onnx(model, calib, plain, measure_latency=False, layout_rewrites=False)
-    seconds = 0.5 if quick else 2.0
-    s_q, s_f, s_plain = (_ort.make_session(p, 1) for p in (int8_path, fp32, plain))
-    out: dict = {"methods": {}}
+    late = os.path.join(tmp, "b1_input_quantized_last.onnx")
+    late_model = input_quantized_last(onnx.load(int8_path))
+    onnx.save(late_model, late)
+    late_moved = [n.op_type for n in late_model.graph.node[:4]]
+    seconds, repeats = (0.5, 2) if quick else (2.0, 5)
+    sessions = [_ort.make_session(p, 1) for p in (int8_path, fp32, plain, late)]
+    out: dict = {"methods": {}, "repeats": repeats, "seconds_per_repeat": seconds,
+                 "input_quantized_last_first_ops": late_moved}
+    med = lambda v: float(np.median(v))  # noqa: E731
     for method in _ort.LATENCY_METHODS:
-        q, f, plain_q, floor = _ort.call_floor_ms([s_q, s_f, s_plain], x[:1], method=method, min_seconds=seconds)
+        runs = [_ort.call_floor_ms(sessions, x[:1], method=method, min_seconds=seconds) for _ in range(repeats)]
+        q, f, plain_q, late_q, floor = (med([r[i] for r in runs]) for i in range(5))
+        ratios = [r[0] / r[1] for r in runs]
         out["methods"][method] = {
-            "int8_ms": q, "fp32_ms": f, "ratio": q / f, "floor_ms": floor,
+            "int8_ms": q, "fp32_ms": f, "ratio": med(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "ratio_runs": ratios, "floor_ms": floor,
             "int8_above_floor_ms": q - floor, "fp32_above_floor_ms": f - floor,
-            "ratio_above_floor": (q - floor) / (f - floor),
-            "int8_no_layout_rewrites_ms": plain_q, "ratio_no_layout_rewrites": plain_q / f,
+            "ratio_above_floor": med([(r[0] - r[4]) / (r[1] - r[4]) for r in runs]),
+            "int8_no_layout_rewrites_ms": plain_q, "ratio_no_layout_rewrites": med([r[2] / r[1] for r in runs]),
+            "int8_input_quantized_last_ms": late_q, "ratio_input_quantized_last": med([r[3] / r[1] for r in runs]),
         }
     out["profile"] = {}
     for label, path in (("int8", int8_path), ("fp32", fp32), ("int8_no_layout_rewrites", plain)):
@@ -285,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_sdk.export import estimate_fpga
 
     started = time.time()
+    load_start = list(os.getloadavg())
     digits = datasets.load("digits", image_size=32)
     mnist = datasets.load("mnist1d")
     arrays = lambda s: (s.train.tensors[0].numpy(), s.train.tensors[1].numpy(),  # noqa: E731
@@ -311,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "quick": args.quick,
         "seconds": time.time() - started,
+        "load_start": load_start,
+        "load_end": list(os.getloadavg()),
+        "nice": os.nice(0),
         "models": rows,
         "fpga_cnn1d_w4a4_pynq_z2": {k: v for k, v in est.to_dict().items() if k != "layers"},
         "transformers": transformers,
@@ -357,6 +419,10 @@ def _f(v, digits: int = 3) -> str:
     return str(v)
 
 
+def _load(v) -> str:
+    return "/".join(f"{x:.1f}" for x in v) if v else "n/a"
+
+
 def markdown(doc: dict) -> str:
     m = doc["machine"]
     lines = [
@@ -366,6 +432,9 @@ def markdown(doc: dict) -> str:
         f"Machine: {m['cpu']} ({m['machine']}, {m['cpus_affinity']} CPUs, VNNI {m['vnni']}); Python {m['python']}, "
         f"torch {m['torch']}, onnx {m['onnx']}, onnxruntime {m['onnxruntime']}, brevitas {m['brevitas']}, "
         f"qonnx {m['qonnx']}.",
+        f"Load average (1/5/15 min) at start {_load(doc.get('load_start'))}, at end {_load(doc.get('load_end'))} "
+        f"(2 CPUs shared with other jobs; this process ran at nice {doc.get('nice', 'n/a')}; the ratios "
+        f"compare graphs timed in the same rounds).",
         "Latencies: onnxruntime, 1 intra-op thread, same session options for both graphs (full graph "
         "optimisation, sequential), median of alternating calls (int8 and fp32 interleaved), each call a "
         "`run_with_iobinding` on input and output buffers bound once (the same for both graphs).",
@@ -377,7 +446,8 @@ def markdown(doc: dict) -> str:
     ]
     lines += [f"| {b['bar']} | {_f(b['value'])} | {'yes' if b['pass'] else 'NO'} |" for b in doc["bars"]]
     lines += ["", "The batch-1 latency bar is the `iobinding` row of 'Batch-1 latency: where the time goes' "
-              "(2 s of alternating calls); the export report's own 0.5 s measurement is `ratio b1` below.",
+              "(median of 5 runs of 2 s of alternating calls, their range beside it); the export report's own "
+              "0.5 s measurement is `ratio b1` below.",
               "", "## int8 ONNX (ours) vs onnxruntime quantize_static defaults", "",
               "| model | params | acc fp32 | acc int8 | drop (pts) | size ratio | int8 ms | fp32 ms | ratio b1 | "
               "ratio b64 | defaults: int-only | defaults: acc | defaults: ratio b1 |",
@@ -417,25 +487,36 @@ def markdown(doc: dict) -> str:
               "floor: a one-node (Identity) graph on the same input called the same way, timed in the same "
               "alternating rounds: the fixed cost of a call that no graph goes below. `above floor`: latency "
               "minus floor. `no layout rewrites`: our int8 graph without the post-quantization rewrites "
-              "(stem space-to-depth, channels-last flatten). `run`: `session.run` with a numpy feed "
-              "(the previous method).", "",
-              "| model | call method | int8 ms | fp32 ms | ratio | floor ms | int8 above floor | fp32 above floor | "
-              "ratio above floor | int8 no layout rewrites ms | its ratio |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "(stem space-to-depth, channels-last flatten). `input quantized last`: our int8 graph with the "
+              "input's QuantizeLinear after the stem's data-moving ops (float Reshape / Transpose / Pad first, "
+              "the order before the input was quantized first; same integers). `run`: `session.run` with a "
+              "numpy feed (the previous method). Each method: repeated runs of alternating rounds, medians "
+              "over the runs; `ratio range`: the lowest and highest int8/fp32 ratio of the runs.", "",
+              "| model | call method | int8 ms | fp32 ms | ratio | ratio range (runs) | floor ms | int8 above floor | "
+              "fp32 above floor | ratio above floor | int8 no layout rewrites ms | its ratio | "
+              "int8 input quantized last ms | its ratio |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in doc["models"]:
-        for method, d in r["int8_batch1_detail"]["methods"].items():
+        det = r["int8_batch1_detail"]
+        # no data-moving op after the input's QuantizeLinear: the same graph, timed twice
+        same = " (same graph)" if det.get("input_quantized_last_first_ops", [""])[0] == "QuantizeLinear" else ""
+        for method, d in det["methods"].items():
             lines.append(
                 f"| {r['model']} | {method} | {d['int8_ms']:.4f} | {d['fp32_ms']:.4f} | {d['ratio']:.3f} | "
+                f"{d['ratio_min']:.3f}-{d['ratio_max']:.3f} ({det['repeats']}) | "
                 f"{d['floor_ms']:.4f} | {d['int8_above_floor_ms']:.4f} | {d['fp32_above_floor_ms']:.4f} | "
                 f"{d['ratio_above_floor']:.3f} | {d['int8_no_layout_rewrites_ms']:.4f} | "
-                f"{d['ratio_no_layout_rewrites']:.3f} |")
+                f"{d['ratio_no_layout_rewrites']:.3f} | {d['int8_input_quantized_last_ms']:.4f} | "
+                f"{d['ratio_input_quantized_last']:.3f}{same} |")
     lines += ["", "## Latency ratio int8 / fp32 by batch size (dynamic-batch graphs, 1 thread)", "",
-              "| model | " + " | ".join(f"b{b}" for b in BATCHES) + " | smallest batch <= 0.5x |",
-              "| --- | " + " | ".join("---" for _ in BATCHES) + " | --- |"]
+              "Median of three runs of alternating rounds at each batch size (all runs in the .json).", "",
+              "| model | " + " | ".join(f"b{b}" for b in BATCHES) + " | smallest batch <= 0.5x | b64 runs |",
+              "| --- | " + " | ".join("---" for _ in BATCHES) + " | --- | --- |"]
     for r in doc["models"]:
         ratios = {b["batch"]: b["latency_ratio"] for b in r["int8_by_batch"]}
         lines.append(f"| {r['model']} | " + " | ".join(f"{ratios[b]:.3f}" for b in BATCHES)
-                     + f" | {r['int8_smallest_batch_at_half'] or 'none up to 64'} |")
+                     + f" | {r['int8_smallest_batch_at_half'] or 'none up to 64'} | "
+                     + ", ".join(f"{v:.3f}" for v in r["int8_batch64"].get("latency_ratio_runs", [])) + " |")
     lines += ["", "## Per-node profile at batch 1 (onnxruntime profiler, mean us per call)", "",
               "Nodes as onnxruntime runs them after its optimisations. The profiler adds about 2 us to every "
               "node, so the sums exceed the latencies; they locate the time.", "",

@@ -140,6 +140,7 @@ def run_timing(args: argparse.Namespace) -> None:
     from edge_sdk.training import Update
 
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()  # other jobs on the machine (uptime's load average)
     torch.manual_seed(0)
     model = models.create("resnet18", num_classes=10)
     x = torch.randn(32, 3, 32, 32)
@@ -160,13 +161,16 @@ def run_timing(args: argparse.Namespace) -> None:
     plans = base.make_plans(model, ratios, round=0, rng=np.random.default_rng(0))
     gen = torch.Generator().manual_seed(1)
     state = model.state_dict()
+    # changes share a common direction, as honest ones do, so the outlier checks refuse none
+    # and every variant merges all 20 (pure noise would get some refused, and time fewer rows)
+    common = {n: torch.randn(t.shape, generator=gen) for n, t in state.items() if t.is_floating_point()}
     updates = []
     for c in range(20):
         tensors = {}
         for n, s in plans[c].held_shapes().items():
             t = plans[c].gather(n, state[n]).clone()
             if t.is_floating_point():
-                t += torch.randn(t.shape, generator=gen) * 1e-3
+                t += (plans[c].gather(n, common[n]) + torch.randn(t.shape, generator=gen)) * 1e-3
             tensors[n] = t
         updates.append(Update("heterofl", plans[c], tensors, 100 + c))
     rows = []
@@ -179,14 +183,23 @@ def run_timing(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             strategy.merge(g, updates, round=0, assigned=[plans[c] for c in range(20)])
             times.append(time.perf_counter() - t0)
-        rows.append({"rule": rule + (" (no outlier checks)" if extra else ""), "seconds": statistics.median(times), "ratio_to_step": statistics.median(times) / step,
+        merged = (strategy.last_report or {}).get("merge", {}).get("merged")
+        rows.append({"rule": rule + (" (no outlier checks)" if extra else ""), "seconds": statistics.median(times),
+                     "ratio_to_step": statistics.median(times) / step, "merged": merged,
                      "defaults": strategy.merge_settings.describe()})
         print(f"merge {rule}: {rows[-1]['seconds']:.2f}s = {rows[-1]['ratio_to_step']:.2f} training steps", flush=True)
     TIMING.write_text(json.dumps({"train_step_seconds": step, "threads": args.threads, "rules": rows,
-                                  "params": sum(t.numel() for t in state.values())}, indent=2))
+                                  "params": sum(t.numel() for t in state.values()),
+                                  "load_average_before": load_before, "load_average_after": os.getloadavg()},
+                                 indent=2))
 
 
 # ---- tables ---------------------------------------------------------------------------------
+
+
+def _load(t: dict, key: str) -> str:
+    v = t.get(key)
+    return "not recorded" if v is None else " / ".join(f"{x:.1f}" for x in v)
 
 
 def _mean(values: list[float]) -> tuple[float, float, int]:
@@ -208,9 +221,11 @@ def render(args: argparse.Namespace) -> None:
              "the final global model's test accuracy averaged over the four sizes, in %, mean ± sd over the seeds "
              "run (n in the last column). Attackers report honest sample counts except under `samples`; "
              "`noise` replaces the change by N(0, 1) noise.", "",
-             "Default robust settings: sample weights capped at 2x the round's median, per-tier outlier checks "
-             "(norm above 3x the tier's median, or cosine below 0 against the tier's median change; at most "
-             "(m-1)//2 of a tier refused), coordinates with too few holders fall back to the clipped mean.", ""]
+             "Default robust settings: sample weights capped at 4x the round's median; per-tier outlier checks "
+             "(refused: a norm above 3x the tier's median, or a cosine below 0 with the sum of the rest of the "
+             "tier, each of those scaled to at most the tier's median norm, the worst refused first and the "
+             "cosines recomputed; at most (m-1)//2 of a tier refused); clipped-mean's bound 3x the round's median "
+             "normalised norm; coordinates with too few holders fall back to the clipped mean.", ""]
     lines += ["## Accuracy under attack", "",
               "| strategy | attack | attackers | " + " | ".join(rules) + " | seeds |",
               "|---|---|---:|" + "---:|" * len(rules) + "---:|"]
@@ -269,6 +284,22 @@ def render(args: argparse.Namespace) -> None:
     total_refused = sum(sum(r["refused_per_round"]) for r in grid)
     lines += ["", f"Refusals over all grid runs: {total_refused} updates refused, {honest} of them from honest clients.",
               ""]
+    # what the per-tier checks caught, per robust rule run (the checks are the same for every robust rule)
+    lines += ["Per-tier outlier checks, robust rules pooled: attacker updates refused out of attacker-rounds, and "
+              "honest updates refused out of honest-rounds.", "",
+              "| strategy | attack | attackers refused | honest refused | runs |", "|---|---|---:|---:|---:|"]
+    for s in strategies:
+        for a in attacks:
+            rs = [r for r in grid if r["strategy"] == s and r["attack"] == a and r["rule"] != "none"]
+            if not rs:
+                continue
+            att_rounds = sum(len(r["attackers"]) * r["rounds"] for r in rs)
+            hon_rounds = sum((BASE["clients"] - len(r["attackers"])) * r["rounds"] for r in rs)
+            caught = sum(sum(r["refused_per_round"]) - r["honest_refused"] for r in rs)
+            wrong = sum(r["honest_refused"] for r in rs)
+            lines.append(f"| {s} | {a} | " + (f"{caught} / {att_rounds}" if att_rounds else "-")
+                         + f" | {wrong} / {hon_rounds} | {len(rs)} |")
+    lines.append("")
     # DP
     dp = [r for r in runs if r["epsilon"] is not None]
     if dp:
@@ -297,10 +328,13 @@ def render(args: argparse.Namespace) -> None:
         lines += ["", "## Merge time (20 resnet18 updates, HeteroFL plans in 4 tiers)", "",
                   f"One full resnet18 training step (batch 32, 32x32x3, SGD, {t['threads']} threads): "
                   f"{t['train_step_seconds']:.3f} s. Merge with the rule's default settings (outlier checks on for "
-                  "robust rules), median of repeats:", "",
-                  "| rule | seconds | training steps |", "|---|---:|---:|"]
+                  "robust rules), median of repeats. Run at normal priority while other jobs shared the machine "
+                  f"(load average {_load(t, 'load_average_before')} before, {_load(t, 'load_average_after')} "
+                  "after, on 2 CPUs); both the step and the merges were timed under that load.", "",
+                  "| rule | seconds | training steps | updates merged |", "|---|---:|---:|---:|"]
         for row in t["rules"]:
-            lines.append(f"| {row['rule']} | {row['seconds']:.3f} | {row['ratio_to_step']:.2f} |")
+            lines.append(f"| {row['rule']} | {row['seconds']:.3f} | {row['ratio_to_step']:.2f} | "
+                         f"{row.get('merged', '-')} |")
     lines += ["", "## What was cut", "", args.cut or "Nothing: the full grid ran.", ""]
     OUT_MD.write_text("\n".join(lines))
     OUT_JSON.write_text(json.dumps({"machine": machine_info(), "settings": {**BASE, "rounds": args.rounds,

@@ -18,6 +18,7 @@ what needs the data).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -41,6 +42,7 @@ from edge_sdk._io import atomic_write_bytes
 from edge_sdk.errors import InvalidInputError, MissingDependencyError, UnknownNameError
 from edge_sdk.settings import FederationSettings, check_int, check_positive
 from edge_sdk.strategies import Strategy, kept_fraction, strategy_class
+from edge_sdk.training import recompute_bn_stats
 
 __all__ = [
     "SimulationConfig",
@@ -54,9 +56,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SERVER_DATA = ("proxy", "deepinversion", "none")  # for strategies that merge on server data
-BN_STATS = ("recompute", "aggregated")
+BN_STATS = ("recompute", "aggregated", "test-batch")
 _BN_CALIBRATION_SAMPLES = 4096
 _EVAL_BATCH = 1024
+# the released FIARSE code evaluates with BatchNorm in batch-statistics mode on test batches of 20
+STATIC_BN_BATCH = 20
 
 
 def parse_tiers(tiers: str | Sequence[Any]) -> tuple[tuple[str, ...], tuple[Fraction, ...]]:
@@ -104,8 +108,10 @@ class SimulationConfig(FederationSettings):
     eval_every: int = 1  # evaluate the global model per tier every N rounds (and at the end)
     data_seed: int | None = None  # None: use ``seed`` for the data too
     # BatchNorm statistics of an evaluated submodel: "recompute" them on the clients' training
-    # data first (HeteroFL's static BN; every size gets its own statistics) or use the
-    # "aggregated" running statistics as they came out of aggregation.
+    # data first (HeteroFL's static BN; every size gets its own statistics), use the
+    # "aggregated" running statistics as they came out of aggregation, or "test-batch": the
+    # statistics of each test batch of STATIC_BN_BATCH samples (as the released FIARSE code
+    # evaluates). The final accuracy under every mode is in ``SimulationResult.final_by_bn_stats``.
     bn_stats: str = "recompute"
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     # for a strategy that merges on server data: "proxy" (an unlabeled held-out slice of the
@@ -210,6 +216,8 @@ class SimulationResult:
     global_model: nn.Module | None = field(default=None, repr=False, compare=False)
     attackers: list[int] = field(default_factory=list)  # the simulated attacking clients
     privacy: dict[str, float] | None = None  # (epsilon, delta) spent by the run's DP merges
+    # BN mode (BN_STATS) -> tier -> the final global model's test accuracy evaluated that way
+    final_by_bn_stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -217,6 +225,7 @@ class SimulationResult:
             "rounds": [r.to_dict() for r in self.rounds],
             "final": dict(self.final),
             "final_average": self.final_average,
+            "final_by_bn_stats": {mode: dict(acc) for mode, acc in self.final_by_bn_stats.items()},
             "local_accuracy": self.local_accuracy,
             "local_accuracy_per_tier": dict(self.local_accuracy_per_tier),
             "kept_fraction": dict(self.kept_fraction),
@@ -355,8 +364,9 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
     for c, idx in enumerate(parts):
         gen = torch.Generator().manual_seed(config.seed * 100_003 + c)
         loaders.append(_loader(data.train, idx, config.batch_size, shuffle=True, generator=gen))
-    test_loader = _loader(data.test, None, _EVAL_BATCH, shuffle=False)
-    client_test = [_loader(data.test, idx, _EVAL_BATCH, shuffle=False) for idx in test_parts]
+    eval_batch = STATIC_BN_BATCH if config.bn_stats == "test-batch" else _EVAL_BATCH
+    test_loader = _loader(data.test, None, eval_batch, shuffle=False)
+    client_test = [_loader(data.test, idx, eval_batch, shuffle=False) for idx in test_parts]
     # the clients' training data (all of it, or a fixed sample) for recomputing BN statistics
     n_train = len(data.train)
     calib_idx = np.sort(rng.permutation(n_train)[:_BN_CALIBRATION_SAMPLES]) if n_train > _BN_CALIBRATION_SAMPLES else None
@@ -415,6 +425,11 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
     local, local_tier, kept = evaluation.final_local(global_model, config.rounds - 1, tier_of, client_test,
                                                      test_parts)
     counts = {lab: tier_of.count(t) for t, lab in enumerate(labels)}
+    by_mode = {config.bn_stats: dict(final)}
+    for mode in BN_STATS:
+        if mode != config.bn_stats:
+            loader = _loader(data.test, None, STATIC_BN_BATCH if mode == "test-batch" else _EVAL_BATCH, shuffle=False)
+            by_mode[mode] = evaluation.global_accuracy(global_model, config.rounds - 1, loader, bn_stats=mode)
     return SimulationResult(
         config=config,
         rounds=history,
@@ -428,6 +443,7 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
         global_model=global_model,
         attackers=attackers,
         privacy=strategy.privacy_spent(),
+        final_by_bn_stats={mode: by_mode[mode] for mode in BN_STATS},
     )
 
 
@@ -492,17 +508,22 @@ class _Evaluation:
         return self.strategy.evaluation_plan(global_model, float(self.fractions[tier]), round=r, rng=rng,
                                              example_input=self.example_input)
 
-    def model(self, plan: Any, global_model: nn.Module) -> nn.Module:
-        """The submodel ``plan`` extracts, ready for evaluation (BN statistics per ``bn_stats``)."""
+    def model(self, plan: Any, global_model: nn.Module, bn_stats: str | None = None) -> nn.Module:
+        """The submodel ``plan`` extracts, ready for evaluation (BN statistics per ``bn_stats``,
+        default the config's)."""
+        mode = bn_stats or self.config.bn_stats
         model = self.strategy.extract(plan, global_model)
-        if self.config.bn_stats == "recompute":
-            _recompute_bn_stats(model, self.calib_loader)
+        if mode == "recompute":
+            recompute_bn_stats(model, self.calib_loader)
+        elif mode == "test-batch":
+            model = _batch_statistics_copy(model)
         return model
 
-    def global_accuracy(self, global_model: nn.Module, r: int, test_loader: DataLoader) -> dict[str, float]:
+    def global_accuracy(self, global_model: nn.Module, r: int, test_loader: DataLoader,
+                        bn_stats: str | None = None) -> dict[str, float]:
         out = {}
         for t, lab in enumerate(self.labels):
-            model = self.model(self.plan(global_model, t, r), global_model)
+            model = self.model(self.plan(global_model, t, r), global_model, bn_stats)
             out[lab] = float(_evaluate(model, test_loader)["accuracy"])
         return out
 
@@ -527,27 +548,17 @@ class _Evaluation:
         return local, per_tier, kept
 
 
-@torch.no_grad()
-def _recompute_bn_stats(model: nn.Module, loader: DataLoader) -> None:
-    """Replace the running statistics of every BatchNorm that tracks them by the exact
-    average over ``loader`` (forward passes only, weights untouched)."""
-    norms = [m for m in model.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    was = model.training
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average
-    model.train()
-    try:
-        for x, _ in loader:
-            model(x)
-    finally:
-        for m, mom in zip(norms, momenta):
-            m.momentum = mom
-        model.train(was)
+def _batch_statistics_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose BatchNorm layers normalise with each batch's own statistics,
+    also in eval mode (no running statistics: torch then uses the batch's)."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = False
+            m.running_mean = None
+            m.running_var = None
+            m.num_batches_tracked = None
+    return model
 
 
 # ---- plot ---------------------------------------------------------------------------------

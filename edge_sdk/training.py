@@ -29,7 +29,7 @@ from edge_sdk.submodel.fiarse import GRADIENT_MODES, FiarseSubmodel
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Update", "train_local", "evaluate"]
+__all__ = ["Update", "train_local", "evaluate", "recompute_bn_stats"]
 
 UPDATE_MAGIC = b"EDGEUPDT"
 UPDATE_VERSION = 2
@@ -261,3 +261,26 @@ def evaluate(model: nn.Module, data: Iterable[Any],
     finally:
         model.train(was)
     return {"accuracy": correct / n if n else 0.0, "loss": loss_sum / n if n else 0.0, "samples": n}
+
+
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, loader: Iterable[Any]) -> None:
+    """Replace the running statistics of every BatchNorm that tracks them by the exact
+    average over ``loader`` (forward passes only, weights untouched)."""
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    was = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    try:
+        for batch in loader:
+            model(_split(batch)[0])
+    finally:
+        for m, mom in zip(norms, momenta):
+            m.momentum = mom
+        model.train(was)

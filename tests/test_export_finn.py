@@ -24,10 +24,6 @@ pytestmark = [
 ]
 
 
-RESNET8 = ("measured: resnet8 converts exactly (ConvertQONNXtoFINN) but FINN's Streamline leaves a per-channel "
-           "Add on an NHWC tensor (onnxruntime: 'Add: Incompatible dimensions'); see bench/finn_check.md")
-
-
 @pytest.fixture(scope="module")
 def finn_check(tmp_path_factory):
     out = tmp_path_factory.mktemp("finn") / "finn_check"
@@ -37,7 +33,7 @@ def finn_check(tmp_path_factory):
     return json.loads(out.with_suffix(".json").read_text())
 
 
-@pytest.mark.parametrize("name", ["cnn1d", pytest.param("resnet8", marks=pytest.mark.xfail(reason=RESNET8, strict=False))])
+@pytest.mark.parametrize("name", ["cnn1d", "resnet8"])
 def test_finn_takes_the_model_into_one_dataflow_partition(finn_check, name):
     res = finn_check["results"][name]
     assert not res.get("error"), res.get("error")
@@ -45,3 +41,15 @@ def test_finn_takes_the_model_into_one_dataflow_partition(finn_check, name):
         assert step["diff_steps"] <= 1e-3, f"{name} after {step['step']}: {step['diff_steps']} steps"
     assert [s["step"] for s in res["steps"]] == ["ConvertQONNXtoFINN", "Streamline", "convert_to_hw_layers"]
     assert res["partitions"] == 1 and finn_check["pass"][name]
+    # every layer in HW; only the input quantizer, the layout change and the output scale on the host
+    assert res["hw_layers"].get("MVAU", 0) >= 4
+    assert {"MultiThreshold", "Transpose", "Mul"} >= set(res["non_hw_nodes"]) - {"Add", "Flatten"}
+
+
+def test_finn_streams_the_residual_adds_of_resnet8(finn_check):
+    res = finn_check["results"]["resnet8"]
+    assert res["recipe"] == "resnet"
+    # three BasicBlocks: each Add as AddStreams, each fork as DuplicateStreams, the pool as GlobalAccPool
+    assert res["hw_layers"].get("AddStreams") == 3 and res["hw_layers"].get("DuplicateStreams") == 3
+    assert res["hw_layers"].get("GlobalAccPool") == 1
+    assert "Add" not in res["non_hw_nodes"] and "GlobalAveragePool" not in res["non_hw_nodes"]

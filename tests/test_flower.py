@@ -352,7 +352,8 @@ def test_server_loop_fiarse_sizes_tiers_and_merges_only_held(tmp_path, cache_dir
         for n, entry in rnd["nodes"].items():
             m = entry["metrics"]
             assert m["trained-fraction"] == pytest.approx(entry["kept_fraction"], abs=1e-9)
-            assert m["trained-fraction"] == pytest.approx(ratio[int(n)], abs=2e-3)
+            # the released budget: ratio x the conv/linear weights, the norm parameters on top
+            assert ratio[int(n)] <= m["trained-fraction"] <= ratio[int(n)] + 0.02
             assert entry["bytes_sent"] == m["bytes-received"]
     init = dict(np.load(tmp_path / "global-initial.npz"))
     final = dict(np.load(tmp_path / "global-round-2.npz"))
@@ -410,8 +411,9 @@ def test_late_joiner_is_queried_and_placed(tmp_path, cache_dir, task_identity):
     assert summary["nodes"]["22"]["joined_round"] == 2
     assert summary["rounds"][0]["participants"] == [11, 33]
     assert summary["rounds"][1]["joined"] == [22] and 22 in summary["rounds"][1]["participants"]
-    assert summary["rounds"][1]["nodes"]["22"]["metrics"]["trained-fraction"] == pytest.approx(
-        summary["nodes"]["22"]["ratio"], abs=2e-3)
+    late_round = summary["rounds"][1]["nodes"]["22"]
+    assert late_round["metrics"]["trained-fraction"] == pytest.approx(late_round["kept_fraction"], abs=1e-9)
+    assert summary["nodes"]["22"]["ratio"] <= late_round["kept_fraction"] <= summary["nodes"]["22"]["ratio"] + 0.02
 
 
 def test_bad_update_and_error_reply_are_left_out(tmp_path, cache_dir, task_identity):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import subprocess
+import sys
 import json
+import time
 import types
 
 import pytest
 import torch
 
-from edge_sdk import models
+from edge_sdk import models, submodel
 from edge_sdk.errors import InvalidInputError, SchemaError, SchemaVersionError
 from edge_sdk.models.analytic import analytic_flops
 from edge_sdk.profiler import (
@@ -116,9 +120,13 @@ def test_profile_model_sizes_match_analytic_flops_and_leave_model_untouched():
     assert full.params == sum(p.numel() for p in model.parameters())
     assert full.forward_flops == analytic_flops(model, 4)
     assert full.train_step_flops == analytic_flops(model, 4, backward=True)
-    small = models.create("cnn1d", width=0.5)
-    assert quarter.forward_flops == analytic_flops(small, 4)
-    assert quarter.params < full.params and quarter.width == pytest.approx(0.5)
+    # a smaller size is the submodel a device trains: the HeteroFL extraction, not a rebuild
+    plan = submodel.plan("heterofl", model, 0.25)
+    small = plan.extract(model)
+    assert quarter.params == sum(p.numel() for p in small.parameters()) < full.params
+    assert quarter.forward_flops == count_flops(small, batch)
+    assert quarter.train_step_flops == count_flops(small, batch, backward=True)
+    assert quarter.width == pytest.approx(plan.width)
     assert quarter.peak_train_memory_bytes < full.peak_train_memory_bytes
     assert full.peak_train_memory_bytes >= 3 * full.param_bytes  # params + grads + momentum
     assert full.train_step_latency.runs >= 3
@@ -226,3 +234,103 @@ def test_atomic_write_gives_normal_permissions_and_keeps_existing_mode(tmp_path)
     kept.chmod(0o640)
     atomic_write_text(kept, "new")
     assert kept.read_text() == "new" and stat.S_IMODE(kept.stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("name", ["resnet8", "mixer_tiny"])
+def test_peak_training_memory_agrees_with_torch_memtracker(name):
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    from edge_sdk.profiler.memory import peak_training_memory
+
+    model = models.create(name, width=0.5)
+    x = torch.randn(4, *models.spec(name).input_shape)
+    ours = peak_training_memory(model, x)
+    work = copy.deepcopy(model).train()
+    optimizer = torch.optim.SGD(work.parameters(), lr=1e-3, momentum=0.9)
+    y = torch.randint(0, 10, (4,))
+
+    def step():  # train_local's step, with torch.optim.SGD
+        optimizer.zero_grad(set_to_none=True)
+        out = work(x)
+        loss = torch.nn.functional.cross_entropy(out, y)
+        loss.backward()
+        optimizer.step()
+        float(loss.detach())
+        int((out.detach().argmax(1) == y).sum())
+
+    step()
+    tracker = MemTracker()
+    tracker.track_external(work, optimizer)
+    with tracker:
+        step()
+    theirs = max(d.get("Total", 0) for d in tracker.get_tracker_snapshot("peak").values())
+    assert ours == theirs  # equal on every reference model, sizes 1 and 1/16 (checked with torch 2.13)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert ours > 3 * params  # parameters, gradients, momentum, and the activations on top
+
+
+def test_peak_tracker_counts_live_storages_once_and_drops_freed_ones():
+    from edge_sdk.profiler.memory import PeakTracker
+
+    kept = torch.zeros(1000)  # 4,000 bytes alive from the start
+    with PeakTracker([kept, kept[10:]]) as tracker:  # a view of the same storage counts once
+        a = torch.ones(2000)  # +8,000
+        b = a * 2  # +8,000: peak 20,000
+        del a, b
+        c = torch.ones(500)  # the two above are gone: 4,000 + 2,000
+    assert tracker.peak == 20_000 and tracker.current == 6_000
+    del c
+
+
+def test_latency_mean_sees_the_stalls_the_median_does_not():
+    calls = []
+
+    def call():
+        calls.append(1)
+        if len(calls) % 4 == 0:  # every fourth call stalls, as a preempted thread does
+            time.sleep(0.04)
+
+    stats = measure_latency(call, runs=12, max_seconds=5)
+    assert stats.median_ms < 5 and stats.mean_ms > 8  # 3 of 12 timed calls took 40 ms
+    size = SizeCost(ratio=1.0, kept_fraction=1.0, width=None, params=1, param_bytes=4, forward_flops=1,
+                    train_step_flops=3, peak_train_memory_bytes=None, forward_latency=None, train_step_latency=stats)
+    from edge_sdk.profiler.validate import predicted_round_seconds
+
+    assert predicted_round_seconds(size, 11) == pytest.approx((stats.cold_ms + 10 * stats.mean_ms) / 1e3)
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_flop_counts_equal_torch_flop_counter_mode(name):
+    from torch.utils import flop_counter
+
+    from edge_sdk.profiler import flops
+
+    model = models.create(name, width=0.5)
+    x = torch.randn(2, *models.spec(name).input_shape)
+    for backward in (False, True):
+        counter = flop_counter.FlopCounterMode(display=False, custom_mapping=flops._CPU_ATTENTION_FORMULAS)
+        with flops._counting_state(model), counter:
+            out = model(x)
+            if backward:
+                flops._training_loss(out).backward()
+        assert count_flops(model, x, backward=backward) == counter.get_total_flops() > 0
+        if not backward:
+            ours = flops.flop_breakdown(model, x)
+            assert ours.per_module == flops._self_counts(model, counter.get_flop_counts())
+            assert sum(ours.per_module.values()) == ours.total
+
+
+def test_quick_profile_imports_neither_dynamo_nor_other_commands():
+    # torch.optim optimizers and torch's dispatch modes import dynamo on first use (1.1 s of CPU)
+    code = (
+        "import sys\n"
+        "from edge_sdk.cli import main\n"
+        "assert main(['profile', '--quick', '--model', 'cnn1d', '--ratios', '1,1/4', '--deadline', '60', '--json', '-']) == 0\n"
+        "loaded = [m for m in ('torch._dynamo', 'sympy', 'edge_sdk.strategies', 'edge_sdk.export') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = CapabilityReport.from_json(result.stdout)
+    assert all(s.peak_train_memory_bytes for s in report.model.sizes)
+    assert report.model.sizes[0].train_step_latency.mean_ms > 0

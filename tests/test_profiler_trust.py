@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import threading
 import time
 
@@ -133,6 +134,16 @@ def test_budget_allows_less_near_the_deadline_and_records_cuts():
     assert budget.allow(5.0, keep=2.0) == 0
     assert microbench.budget_seconds(budget, 5.0, keep=0, what="x") < 5.0 and budget.cut_short == ["x"]
     assert Budget().allow(5.0) == 5.0
+
+
+def test_command_budget_keeps_a_share_of_the_start_up_for_printing_and_exit():
+    from edge_sdk.profiler.budget import FINISH_SHARE
+
+    budget = Budget.for_command(11.0, started=time.monotonic() - 4.0)  # imports took 4 s
+    assert budget.reserve == pytest.approx(FINISH_SHARE * 4.0, abs=0.05)
+    assert budget.remaining() == pytest.approx(11.0 - 4.0 - FINISH_SHARE * 4.0, abs=0.05)
+    assert budget.elapsed() == pytest.approx(4.0, abs=0.05)  # the report's run.seconds: from the process start
+    assert Budget.for_command(None, started=time.monotonic() - 4.0).remaining() == math.inf
 
 
 def test_profile_device_meets_a_tiny_budget_and_says_so():

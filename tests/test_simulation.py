@@ -259,3 +259,36 @@ def test_cli_fedtsa_deepinversion_runs_and_bad_server_data_refused(capsys):
     assert doc["config"]["strategy"] == "fedtsa" and doc["config"]["server_data"] == "deepinversion"
     with pytest.raises(InvalidInputError, match="server_data"):
         _cli(["--strategy", "fedtsa", *CLI_TINY, "--server-data", "diffusion"])
+
+
+def test_test_batch_bn_normalises_each_batch_by_its_own_statistics():
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    with torch.no_grad():  # running statistics far from any batch's
+        model[1].running_mean.fill_(5.0)
+        model[1].running_var.fill_(9.0)
+    model.eval()
+    copy_ = simulation._batch_statistics_copy(model)
+    x = torch.randn(20, 3) * 2 + 1
+    h = model[0](x)
+    expect = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + model[1].eps)
+    expect = expect * model[1].weight + model[1].bias
+    assert torch.allclose(copy_(x), expect, atol=1e-5)
+    assert not torch.allclose(model(x), expect, atol=1e-2)  # the original still uses running stats
+    assert model[1].running_mean is not None and float(model[1].running_mean[0]) == 5.0  # left alone
+    before = copy_(x[:10])
+    assert not torch.allclose(before, copy_(x)[:10], atol=1e-3)  # depends on the batch it is in
+
+
+def test_final_accuracy_is_reported_under_every_bn_mode():
+    cfg = SimulationConfig(strategy="heterofl", **TINY)
+    result = run_simulation(cfg)
+    doc = result.to_dict()
+    assert set(doc["final_by_bn_stats"]) == set(simulation.BN_STATS)
+    assert doc["final_by_bn_stats"]["recompute"] == doc["final"]
+    static = run_simulation(SimulationConfig(strategy="heterofl", bn_stats="test-batch", **TINY))
+    # the same run (BN mode only changes evaluation) evaluated with test-batch BN from the start
+    assert static.final == pytest.approx(doc["final_by_bn_stats"]["test-batch"])
+    assert static.final_by_bn_stats["recompute"] == pytest.approx(doc["final"])

@@ -39,26 +39,67 @@ def test_strategies_and_argument_errors():
         plan("heterofl", m, 0.5)  # no config.input_shape to fall back on
 
 
+@pytest.mark.parametrize("budget", ["maskable", "all"])
 @pytest.mark.parametrize("scope", ["global", "layer"])
-def test_fiarse_masks_are_nested_and_exact(scope):
+def test_fiarse_masks_are_nested_and_exact(scope, budget):
     m = small_cnn()
     total = n_params(m)
     names = set(maskable_names(m))
     # norm-layer parameters are never masked; conv/linear weights and biases are
     assert "1.weight" not in names and "0.weight" in names and "0.bias" in names
+    maskable = sum(dict(m.named_parameters())[n].numel() for n in names)
+    always = total - maskable
     ratios = [1.0, 0.5, 0.25, 1 / 16, 1 / 64]
-    plans = [plan("fiarse", m, r, scope=scope) for r in ratios]
-    always = total - sum(dict(m.named_parameters())[n].numel() for n in names)
+    plans = [plan("fiarse", m, r, scope=scope, budget=budget) for r in ratios]
     for r, p in zip(ratios, plans):
-        held = always + sum(int(mask.sum()) for mask in p.masks.values())
+        held_maskable = sum(int(mask.sum()) for mask in p.masks.values())
+        held = always + held_maskable
+        assert p.budget == budget
         assert p.kept_fraction == pytest.approx(held / total)
-        if scope == "global":  # exactly round(ratio * total) parameters, ties broken by position
+        assert p.maskable_fraction == pytest.approx(held_maskable / maskable)
+        assert p.held_parameters == held
+        if scope == "global" and budget == "all":  # exactly round(ratio * total), ties broken by position
             assert held == max(always, int(r * total + 0.5))
-        else:
+        elif scope == "global":  # the released rule: int(ratio * maskable) conv/linear elements
+            assert held_maskable == int(r * maskable)
+        elif budget == "all":
             assert abs(held - max(always, r * total)) <= len(names)
+        else:
+            assert abs(held_maskable - r * maskable) <= len(names)
     for big, small in zip(plans, plans[1:]):
         for name in big.masks:
             assert not (small.masks[name] & ~big.masks[name]).any(), name
+
+
+def test_fiarse_budgets_differ_by_the_always_held_parameters():
+    """At a small ratio the old budget lets the norm parameters eat the conv/linear share;
+    the released one holds int(ratio x maskable) of them whatever the norm layers hold."""
+    m = small_cnn()
+    released, old = plan("fiarse", m, 1 / 16), plan("fiarse", m, 1 / 16, budget="all")
+    maskable = sum(mask.numel() for mask in released.masks.values())
+    assert sum(int(x.sum()) for x in released.masks.values()) == maskable // 16
+    assert sum(int(x.sum()) for x in old.masks.values()) < maskable // 16
+    assert old.kept_fraction < released.kept_fraction
+    with pytest.raises(InvalidInputError, match="budget"):
+        plan("fiarse", m, 0.5, budget="params")
+
+
+def test_fiarse_plan_bytes_keep_the_budget_and_old_plans_decode_as_all():
+    import json
+
+    m = small_cnn()
+    for budget in ("maskable", "all"):
+        p = plan("fiarse", m, 0.25, budget=budget)
+        q = SubmodelPlan.from_bytes(p.to_bytes())
+        assert q.budget == budget and q.same_as(p)
+    # a plan written before the budget field existed (header without it) decodes as "all"
+    p = plan("fiarse", m, 0.25, budget="all")
+    header = p._header()
+    del header["budget"]
+    p._header = lambda: header  # type: ignore[method-assign]
+    q = SubmodelPlan.from_bytes(p.to_bytes())
+    assert q.budget == "all" and q.same_as(p)
+    assert json.dumps(header)  # the header stays plain JSON
 
 
 def test_fiarse_keeps_the_largest_magnitudes_with_ties():

@@ -3,14 +3,17 @@
 :func:`robust_values` computes the new value of every global tensor some client holds from
 a round's (checked, de-duplicated) updates:
 
-1. per client: the L2 norm of its change over all float coordinates it holds, the fraction
-   ``f`` of the model it holds, and (per tier) its dot product with the tier's summed change;
-2. per-tier outlier checks (:mod:`edge_sdk.aggregation.outliers`) refuse updates;
+1. one pass over the changes, tensor by tensor, cut into blocks of coordinates with the
+   same holders (:mod:`edge_sdk.aggregation.coverage`): each tier's Gram matrix of changes
+   (the L2 norm of each client's change over all float coordinates it holds on its
+   diagonal) and the fraction ``f`` of the model each client holds;
+2. per-tier outlier checks on those Gram matrices (:mod:`edge_sdk.aggregation.outliers`)
+   refuse or scale updates;
 3. sample weights by policy (:mod:`edge_sdk.aggregation.weights`);
-4. per tensor, per chunk of coordinates: the rule's statistic over the holders (NaN marks a
-   client that does not hold a coordinate; :mod:`edge_sdk.aggregation.coverage`), or under
-   DP the clipped sum plus Gaussian noise over the holder count
-   (:mod:`edge_sdk.privacy.mechanism`);
+4. per block, per chunk of coordinates: the rule's statistic over the holders (a dense
+   block's rows are exactly its coordinates' holders; in a NaN block NaN marks a client
+   that does not hold a coordinate), or under DP the clipped sum plus Gaussian noise over
+   the holder count (:mod:`edge_sdk.privacy.mechanism`);
 5. a coordinate with fewer holders than the rule needs falls back to the *clipped mean*
    (each holder's change clipped to the round's tier-scaled bound, see
    :class:`~edge_sdk.aggregation.robust.clipped_mean.ClippedMean`), and the fraction of the
@@ -33,12 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_sdk.aggregation.coverage import Coverage
-from edge_sdk.aggregation.outliers import TierStats, find_outliers
+from edge_sdk.aggregation.coverage import Block, Coverage
+from edge_sdk.aggregation.outliers import TierStats, find_outliers, tier_members
 from edge_sdk.aggregation.robust import MergeRule, merge_rule
 from edge_sdk.aggregation.robust._order import holder_count
+from edge_sdk.aggregation.robust.clipped_mean import BOUND_FACTOR
 from edge_sdk.aggregation.robust.mean import Mean
-from edge_sdk.aggregation.robust.median import Median
 from edge_sdk.aggregation.weights import check_policy, resolve_policy, sample_weights
 from edge_sdk.errors import InvalidInputError, UpdateRejectedError
 from edge_sdk.privacy.mechanism import DPSettings, clip_factor
@@ -46,9 +49,8 @@ from edge_sdk.privacy.mechanism import DPSettings, clip_factor
 __all__ = ["MergeSettings", "MergeReport", "robust_values", "commit", "tier_key", "tier_updates", "merge_reports",
            "label_clients"]
 
-_STACK_CACHE_BYTES = 2**30  # keep pass 1's stacks for pass 2 below this size (20 resnet18 stacks: 0.9 GiB)
+_STACK_CACHE_BYTES = 2**30  # keep pass 1's blocks for pass 2 below this size (20 resnet18 stacks: 0.9 GiB)
 _CHUNK = 1 << 18  # coordinates per rule call (the order statistics' rows stay in cache)
-_MEDIAN = Median()
 
 
 @dataclass(frozen=True)
@@ -146,38 +148,37 @@ def tier_key(plan: Any) -> float:
     return 1.0 if plan is None else float(plan.ratio)
 
 
-def _pass_one(cov: Coverage, names: Sequence[str], tiers: list[float], reference: bool
-              ) -> tuple[TierStats, np.ndarray, dict]:
-    """Norms, held counts and (``reference``) dot products with each tier's median change."""
+def _pass_one(cov: Coverage, names: Sequence[str], tiers: list[float]
+              ) -> tuple[TierStats, np.ndarray, dict[str, list[Block] | None]]:
+    """Each tier's Gram matrix of changes (norms on its diagonal), held counts per client,
+    and the blocks of every float tensor (kept for pass 2 up to ``_STACK_CACHE_BYTES``)."""
     n = len(cov.updates)
-    sq = np.zeros(n)
-    dots = np.zeros(n)
     held = np.zeros(n)
-    ref_sq: dict[float, float] = {t: 0.0 for t in tiers}
-    members = {t: [i for i in range(n) if tiers[i] == t] for t in ref_sq}
-    cache: dict[str, torch.Tensor | None] = {}
+    members = tier_members(tiers)
+    local = {i: a for rows in members.values() for a, i in enumerate(rows)}
+    gram = {t: np.zeros((len(rows), len(rows))) for t, rows in members.items()}
+    cache: dict[str, list[Block] | None] = {}
     budget = _STACK_CACHE_BYTES
     for name in names:
-        s = cov.stack(name)
-        if s is None:
-            cache[name] = None
-            continue
-        z = torch.nan_to_num(s)
-        sq += (z * z).sum(1).double().numpy()
-        held += holder_count(~torch.isnan(s), 1).numpy()
-        if reference:
-            for t, rows in members.items():
-                if len(rows) < 3:
-                    continue
-                ref = _combine(_MEDIAN, s[rows], None)
-                ref = torch.where(torch.isfinite(ref), ref, torch.zeros((), dtype=ref.dtype))  # unheld: 0
-                ref_sq[t] += float(ref.double() @ ref.double())
-                dots[rows] += (z[rows] @ ref).double().numpy()
-        nbytes = s.numel() * s.element_size()
+        blocks = cov.blocks(name)
+        for b in blocks or ():
+            z = b.values if b.dense else torch.nan_to_num(b.values)
+            if b.dense:
+                held[b.rows] += z.shape[1]
+            else:
+                held[b.rows] += holder_count(~torch.isnan(b.values), 1).numpy()
+            by_tier: dict[float, list[int]] = {}
+            for r, i in enumerate(b.rows):
+                by_tier.setdefault(tiers[i], []).append(r)
+            for t, rs in by_tier.items():
+                zt = z if len(rs) == len(b.rows) else z[rs]
+                idx = [local[b.rows[r]] for r in rs]
+                gram[t][np.ix_(idx, idx)] += (zt @ zt.T).double().numpy()
+        nbytes = sum(b.values.numel() * b.values.element_size() for b in blocks or ())
         if nbytes <= budget:
-            cache[name] = s
+            cache[name] = blocks
             budget -= nbytes
-    return TierStats(tiers, sq, dots, ref_sq), held, cache
+    return TierStats(members, gram), held, cache
 
 
 def _combine(rule: MergeRule, values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -185,6 +186,57 @@ def _combine(rule: MergeRule, values: torch.Tensor, weights: torch.Tensor) -> to
     for a in range(0, values.shape[1], _CHUNK):
         out[a:a + _CHUNK] = rule.combine(values[:, a:a + _CHUNK], weights)
     return out
+
+
+@dataclass
+class _Round:
+    """Per kept update (indexed by its position in ``keep``): what pass 2 applies."""
+
+    position: dict[int, int]  # update index -> position in keep
+    weights: torch.Tensor  # sample weights under the policy
+    clip: torch.Tensor  # the rule's (and DP's) clip factors
+    fallback_clip: torch.Tensor  # the tier-scaled bound's clip factors (the fallback rule)
+    std: torch.Tensor | None  # client-mode DP: the noise each client added
+
+
+def _block_values(rule: MergeRule, dp: DPSettings | None, b: Block, rnd: _Round, noise: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    """(new change per column, holder count per column, columns that fell back, min noise
+    variance) of one block of kept updates."""
+    pos = [rnd.position[i] for i in b.rows]
+    s = b.values
+    if b.dense:
+        count = torch.full((s.shape[1],), s.shape[0], dtype=torch.int64)
+    else:
+        count = holder_count(~torch.isnan(s), 0)
+    weights = rnd.weights[pos]
+    min_var = math.inf
+    if dp is not None:
+        z = (s if b.dense else torch.nan_to_num(s)).double() * rnd.clip[pos][:, None]
+        sums = z.sum(0)
+        if noise is not None:
+            sums += noise
+        if rnd.std is not None:
+            var2 = (rnd.std[pos] ** 2)
+            var = var2.sum().expand(s.shape[1]) if b.dense else ((~torch.isnan(s)).double() * var2[:, None]).sum(0)
+            held = count > 0
+            if bool(held.any()):
+                min_var = float(var[held].min())
+        return sums / count.clamp_min(1).double(), count, 0, min_var
+    src = s * rnd.clip[pos][:, None].to(s.dtype) if rule.needs_bound else s
+    need = rule.min_holders()
+    if b.dense and s.shape[0] < need:  # every column falls back
+        return Mean().combine(s * rnd.fallback_clip[pos][:, None].to(s.dtype), weights), count, s.shape[1], min_var
+    val = _combine(rule, src, weights)
+    n_fb = 0
+    if need > 1 and not b.dense:
+        fb = (count > 0) & (count < need)
+        n_fb = int(fb.sum())
+        if n_fb:
+            cols = torch.nonzero(fb).reshape(-1)
+            clipped = s[:, cols] * rnd.fallback_clip[pos][:, None].to(s.dtype)
+            val[cols] = Mean().combine(clipped, weights).to(val.dtype)
+    return val, count, n_fb, min_var
 
 
 def robust_values(state: dict[str, torch.Tensor], updates: Sequence[Any], settings: MergeSettings, *,
@@ -207,21 +259,15 @@ def robust_values(state: dict[str, torch.Tensor], updates: Sequence[Any], settin
     cov = Coverage(updates, state)
     tiers = [tier_key(u.plan) for u in updates]
     norm_k, min_cos = settings.outliers()
-    stats, held, cache = _pass_one(cov, float_names, tiers, reference=min_cos is not None)
-    norms = np.sqrt(stats.sq)
+    stats, held, cache = _pass_one(cov, float_names, tiers)
+    norms = np.sqrt(np.maximum(stats.squared_norms(len(updates)), 0.0))
     frac = held / max(total, 1)
 
-    findings = find_outliers(stats, norm_k, min_cos, range(len(updates))) if (norm_k > 0 or min_cos is not None) \
-        else []
-    out_idx = {r["update"] for r in findings if r["action"] == "refused"}
-    scale = np.ones(len(updates))
-    for r in findings:
-        if r["action"] == "scaled":
-            scale[r["update"]] = r["factor"]
-    norms = norms * scale
+    findings = find_outliers(stats, norm_k, min_cos) if (norm_k > 0 or min_cos is not None) else []
+    out_idx = {r["update"] for r in findings}
     for r in findings:
         r["update"] = index[r["update"]]
-    report.refused = [r for r in findings if r["action"] == "refused"]
+    report.refused = findings
     keep = [i for i in range(len(updates)) if i not in out_idx]
     report.merged = len(keep)
 
@@ -230,14 +276,9 @@ def robust_values(state: dict[str, torch.Tensor], updates: Sequence[Any], settin
     report.down_weighted = [{"update": index[i], "reported": int(c), "weight": float(x),
                              "reason": f"sample count capped ({policy})"}
                             for i, c, x in zip(keep, counts, w) if policy.startswith("cap") and x < c]
-    report.down_weighted += [r for r in findings if r["action"] == "scaled"]
-    row_scale = torch.as_tensor(scale[keep], dtype=torch.float32)
-    weights = torch.as_tensor(w, dtype=torch.float64)
 
     # tier-scaled bound (clipped-mean, and the fallback of order statistics)
-    scaled = [norms[i] / math.sqrt(frac[i]) for i in keep if frac[i] > 0]
-    bound = rule.param if rule.needs_bound and rule.param is not None else \
-        (float(np.median(scaled)) if scaled else 0.0)
+    bound = _bound(rule, [norms[i] / math.sqrt(frac[i]) for i in keep if frac[i] > 0])
     bound_clip = [clip_factor(norms[i], bound * math.sqrt(frac[i])) for i in keep]
     report.bound = bound
     if dp is not None and dp.mode == "server":
@@ -249,66 +290,57 @@ def robust_values(state: dict[str, torch.Tensor], updates: Sequence[Any], settin
         factors = [1.0] * len(keep)
     report.clipped = [{"update": index[i], "norm": float(norms[i]), "factor": float(c)}
                       for i, c in zip(keep, factors) if c < 1.0]
-    clip_t = torch.as_tensor(factors, dtype=torch.float64)
-    fb_t = torch.as_tensor(bound_clip, dtype=torch.float64)
-    std_t = None if client_std is None else torch.as_tensor([client_std[i] for i in keep], dtype=torch.float64)
+    rnd = _Round(position={i: k for k, i in enumerate(keep)},
+                 weights=torch.as_tensor(w, dtype=torch.float64),
+                 clip=torch.as_tensor(factors, dtype=torch.float64),
+                 fallback_clip=torch.as_tensor(bound_clip, dtype=torch.float64),
+                 std=None if client_std is None else torch.as_tensor([client_std[i] for i in keep],
+                                                                     dtype=torch.float64))
 
     new: dict[str, torch.Tensor] = {}
     fallback = 0
     held_total = 0
     min_var = math.inf
-    all_rows = len(keep) == len(updates)
+    weights_all = rnd.weights
     for name, target in state.items():
-        floating = target.is_floating_point()
-        if floating and name in cache and cache[name] is None:
-            continue  # no client holds it
-        s = cache.get(name) if floating else None
-        if s is not None:
-            s = s if all_rows else s[keep]
-        else:
-            s = cov.stack(name, keep) if floating else cov.stack(name, keep, torch.float64)
-        if s is None:
-            continue
-        if floating and bool((row_scale != 1).any()):
-            s = s * row_scale[:, None].to(s.dtype)  # norm outliers scaled to their tier's median
-        isheld = ~torch.isnan(s)
-        count = holder_count(isheld, 0)
-        where = count > 0
-        if not floating:
-            val = Mean().combine(s, weights)
-        elif dp is not None:
-            z = torch.nan_to_num(s).double() * clip_t[:, None]
-            sums = z.sum(0)
-            if dp.mode == "server" and dp.noise > 0:
-                sums += torch.randn(sums.shape, generator=generator, dtype=torch.float64) * (dp.noise * dp.clip)
-            if std_t is not None:
-                var = (isheld.double() * (std_t ** 2)[:, None]).sum(0)
-                if bool(where.any()):
-                    min_var = min(min_var, float(var[where].min()))
-            val = sums / count.clamp_min(1).double()
-        else:
-            src = s * clip_t[:, None].to(s.dtype) if rule.needs_bound else s
-            val = _combine(rule, src, weights)
-            need = rule.min_holders()
-            if need > 1:
-                fb = where & (count < need)
-                n_fb = int(fb.sum())
-                if n_fb:
-                    cols = torch.nonzero(fb).reshape(-1)
-                    clipped = s[:, cols] * fb_t[:, None].to(s.dtype)
-                    val[cols] = Mean().combine(clipped, weights).to(val.dtype)
-                    fallback += n_fb
-        if floating:
-            held_total += int(where.sum())
         flat = target.reshape(-1)
+        if not target.is_floating_point():  # integer counters: the weighted mean, rounded
+            s = cov.stack(name, keep, torch.float64)
+            if s is None:
+                continue
+            where = holder_count(~torch.isnan(s), 0) > 0
+            val = Mean().combine(s, weights_all)
+            result = (flat.to(val.dtype) + torch.where(where, val, torch.zeros((), dtype=val.dtype))).round()
+            new[name] = torch.where(where, result.to(target.dtype), flat).reshape(target.shape)
+            continue
+        blocks = cache[name] if name in cache else cov.blocks(name)
+        if blocks is None:
+            continue  # no client holds it
+        noise = None
+        if dp is not None and dp.mode == "server" and dp.noise > 0:  # one draw per tensor, as the sums
+            noise = torch.randn(flat.numel(), generator=generator, dtype=torch.float64) * (dp.noise * dp.clip)
+        val = torch.zeros(flat.numel(), dtype=torch.float64 if dp is not None else flat.dtype)
+        where = torch.zeros(flat.numel(), dtype=torch.bool)
+        for block in blocks:
+            b = block if len(keep) == len(updates) else block.subset(keep)
+            if b is None:
+                continue
+            part_noise = None if noise is None else (noise if b.cols is None else noise[b.cols])
+            v, count, n_fb, mv = _block_values(rule, dp, b, rnd, part_noise)
+            fallback += n_fb
+            min_var = min(min_var, mv)
+            if b.cols is None:
+                val, where = v.to(val.dtype), count > 0
+            else:
+                val[b.cols] = v.to(val.dtype)
+                where[b.cols] = count > 0
+        held_total += int(where.sum())
         result = flat.to(val.dtype) + torch.where(where, val, torch.zeros((), dtype=val.dtype))
-        if not target.is_floating_point():
-            result = result.round()
         result = torch.where(where, result.to(target.dtype), flat).reshape(target.shape)
-        if target.is_floating_point() and not bool(torch.isfinite(result).all()):
-            culprit = int(torch.nan_to_num(s, nan=0.0).abs().amax(1).argmax())
+        if not bool(torch.isfinite(result).all()):
             raise UpdateRejectedError(f"merge ({rule.spec}): {name!r} would become non-finite; update "
-                                      f"{index[keep[culprit]]} holds its largest change; the global model is kept")
+                                      f"{index[_largest(blocks, keep)]} holds its largest change; the global "
+                                      "model is kept")
         new[name] = result
     report.fallback_fraction = fallback / held_total if held_total else 0.0
     if dp is not None:
@@ -319,6 +351,27 @@ def robust_values(state: dict[str, torch.Tensor], updates: Sequence[Any], settin
         report.privacy = {"mode": dp.mode, "clip": dp.clip, "noise_multiplier": effective}
     report.seconds = time.perf_counter() - t0
     return new, report
+
+
+def _largest(blocks: list[Block], keep: list[int]) -> int:
+    """The kept update with the largest |change| in ``blocks``."""
+    best, who = -1.0, keep[0]
+    for block in blocks:
+        b = block.subset(keep)
+        if b is None:
+            continue
+        peak = torch.nan_to_num(b.values, nan=0.0).abs().amax(1)
+        if float(peak.max()) > best:
+            best, who = float(peak.max()), b.rows[int(peak.argmax())]
+    return who
+
+
+def _bound(rule: MergeRule, normalised: list[float]) -> float:
+    """The full-model clip bound: the rule's explicit one, else ``BOUND_FACTOR`` x the round's
+    median of ||change|| / sqrt(held fraction) (see :class:`ClippedMean`)."""
+    if rule.needs_bound and rule.param is not None:
+        return float(rule.param)
+    return BOUND_FACTOR * float(np.median(normalised)) if normalised else 0.0
 
 
 def commit(global_model: nn.Module, values: dict[str, torch.Tensor]) -> nn.Module:

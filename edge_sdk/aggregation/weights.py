@@ -7,8 +7,16 @@
 * ``equal``: every client weighs 1 (what differential privacy needs: a weight is a
   contribution the clipping does not bound).
 
-``auto`` (the default) is ``trust`` for the plain mean (today's behaviour), ``cap:2`` for
+``auto`` (the default) is ``trust`` for the plain mean (today's behaviour), ``cap:4`` for
 robust rules, which so do not take counts at face value, and ``equal`` under DP.
+
+Why 4 (``ROBUST_CAP``): a cap must bind on a liar, not on honest clients. Non-IID splits make
+honest counts uneven: on the bench's Dirichlet-0.3 splits of MNIST-1D over 20 clients the
+largest honest count is 3.3x, 3.1x and 1.8x the median (seeds 0, 1, 2). A cap of 2 cut that
+largest client's weight by a third, and with it the classes it holds most of (measured on
+fiarse, seed 0: 45.7 % with cap:2 against 48.9 % with trusted counts, same merge path, no
+update clipped or refused). At 4 the cap leaves these honest counts alone while a liar
+reporting 1e9 samples still weighs only as much as four median clients.
 """
 
 from __future__ import annotations
@@ -20,9 +28,10 @@ import numpy as np
 
 from edge_sdk.errors import InvalidInputError
 
-__all__ = ["check_policy", "resolve_policy", "sample_weights", "POLICIES"]
+__all__ = ["check_policy", "resolve_policy", "sample_weights", "POLICIES", "ROBUST_CAP"]
 
 POLICIES = ("auto", "trust", "cap:K", "equal")
+ROBUST_CAP = 4.0  # ``auto`` under a robust rule: counts capped at this many times the round's median
 
 
 def check_policy(policy: str) -> str:
@@ -47,7 +56,7 @@ def resolve_policy(policy: str, *, robust: bool, dp: bool) -> str:
         return "equal"
     if policy != "auto":
         return policy
-    return "cap:2" if robust else "trust"
+    return f"cap:{ROBUST_CAP:g}" if robust else "trust"
 
 
 def sample_weights(counts: Sequence[int], policy: str) -> np.ndarray:

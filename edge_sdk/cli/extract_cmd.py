@@ -58,22 +58,26 @@ def run(args: argparse.Namespace) -> int:
     data = plan.to_bytes()
     sub = plan.extract(global_model)
     full_params = sum(p.numel() for p in global_model.parameters())
-    sub_params = sum(p.numel() for p in sub.parameters())
+    # a masked (fiarse) submodel carries the whole tensors; what it holds and uploads is the plan's
+    sub_params = getattr(plan, "held_parameters", None) or sum(p.numel() for p in sub.parameters())
     summary = {
         "strategy": plan.strategy,
         "ratio": args.ratio,
         "round": args.round,
         "kept_fraction": plan.kept_fraction,
+        "maskable_fraction": getattr(plan, "maskable_fraction", None),
+        "budget": getattr(plan, "budget", None),
         "global_parameters": full_params,
         "submodel_parameters": sub_params,
         "plan_bytes": len(data),
         "plan": args.out,
     }
+    summary = {key: value for key, value in summary.items() if value is not None}
     atomic_write_bytes(args.out, data)
     if args.json:
         emit_json(summary, args.json)
     if args.json != "-":
-        rows = [[key, value] for key, value in summary.items() if value is not None]
+        rows = [[key, value] for key, value in summary.items()]
         print(format_table(["field", "value"], rows))
     return 0
 

@@ -216,13 +216,20 @@ def _capacity_line(report: CapabilityReport) -> str:
 
 def _process_start() -> float:
     """This process's start as a ``time.monotonic()`` value, so the deadline counts the
-    interpreter's start-up and imports too."""
+    interpreter's start-up and imports too. Linux: the start tick in /proc/self/stat against
+    the boot-time clock (10 ms steps); elsewhere psutil's create time (its boot time is
+    rounded to whole seconds)."""
     try:
-        import psutil
+        with open("/proc/self/stat") as stat:
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        try:
+            import psutil
 
-        age = time.time() - psutil.Process().create_time()
-    except Exception:  # psutil cannot read the process table here: count from now
-        age = 0.0
+            age = time.time() - psutil.Process().create_time()
+        except Exception:  # psutil cannot read the process table here: count from now
+            age = 0.0
     return time.monotonic() - max(0.0, min(age, 60.0))
 
 

@@ -43,12 +43,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="local SGD steps per client and round (default 10)")
     p.add_argument("--batch-size", type=int, default=32, metavar="B", help="local batch size (default 32)")
     p.add_argument("--lr", type=float, default=0.05, help="local learning rate (default 0.05)")
+    p.add_argument("--momentum", type=float, default=0.9, metavar="M",
+                   help="local SGD momentum in [0, 1) (default 0.9; the released FIARSE code uses 0)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     p.add_argument("--client-fraction", type=float, default=1.0, metavar="F",
                    help="share of clients sampled each round (default 1: all)")
     p.add_argument("--bn-stats", default="recompute", metavar="MODE",
                    help="BatchNorm statistics when evaluating a submodel: recompute (on the clients' "
-                        "training data, HeteroFL's static BN; default) or aggregated")
+                        "training data, HeteroFL's static BN; default), aggregated (the merged running "
+                        "statistics) or test-batch (each test batch of 20 normalised by its own statistics, "
+                        "as the released FIARSE code evaluates); the JSON log has the final accuracy under all three")
     p.add_argument("--server-data", default="proxy", metavar="SRC",
                    help="for a strategy that merges on server data (fedtsa): proxy (an unlabeled held-out slice of the "
                         "training data), deepinversion (synthesised from the models) or none (default proxy)")
@@ -76,11 +80,11 @@ def _add_merge_options(p: argparse.ArgumentParser) -> None:
                    help=f"merge rule over the clients holding each coordinate: {rules} (default none)")
     g.add_argument("--sample-weights", default="auto", metavar="POLICY",
                    help="weight of a client's reported sample count: trust, cap:K (K x the round's median), equal, "
-                        "or auto (trust for --robust none, cap:2 for robust rules, equal under DP; default)")
+                        "or auto (trust for --robust none, cap:4 for robust rules, equal under DP; default)")
     g.add_argument("--outlier-norm", type=float, default=None, metavar="K",
                    help="refuse a change whose norm exceeds K x its tier's median (default 3 with a robust rule; 0: off)")
     g.add_argument("--outlier-cosine", type=float, default=None, metavar="T",
-                   help="refuse a change whose cosine with its tier's median change is below T "
+                   help="refuse a change whose cosine with the rest of its tier's changes is below T "
                         "(default 0 with a robust rule; -1: off)")
     g.add_argument("--dp-clip", type=float, default=None, metavar="C",
                    help="client-level DP: clip every client's change to L2 norm C")
@@ -146,6 +150,7 @@ def build_config(args: argparse.Namespace):
         local_steps=args.local_steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        momentum=args.momentum,
         seed=args.seed,
         strategy_options=strategy_options(args),
         client_fraction=args.client_fraction,

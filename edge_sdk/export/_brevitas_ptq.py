@@ -49,6 +49,7 @@ class PtqConfig:
     equalize_iters: int = 0
     bias_quant: str = "int32"  # int32: a 32-bit Quant at input x weight scale; float: left float
     requantize_pooled: bool = True  # an unsigned requantizer after average pooling (else none)
+    signed_residuals: bool = False  # both inputs of a residual Add signed at act_bits + 1 (see below)
 
 
 def check_supported_layers(model: nn.Module, flow: str) -> None:
@@ -118,6 +119,8 @@ def brevitas_ptq(model: nn.Module, calib: np.ndarray, cfg: PtqConfig, *,
         raise UnsupportedOpError(f"Brevitas could not quantize the model graph: {first}") from exc
     _set_input_quant(qmodel, qnn.QuantIdentity(act_quant=in_q, return_quant_tensor=True))
     _unsigned_requantizers(qmodel, qnn, uact_q if cfg.requantize_pooled else None)
+    if cfg.signed_residuals:
+        _signed_residuals(qmodel, qnn, sact_q.let(bit_width=cfg.act_bits + 1))
     if cfg.output_bits is None:
         _drop_output_quant(qmodel, qnn)
     else:
@@ -181,6 +184,69 @@ def _unsigned_requantizers(qmodel, qnn, uact_q) -> None:
             continue
         _replace(qmodel, node.target, qnn.QuantIdentity(act_quant=uact_q, return_quant_tensor=True)
                  if averaged and uact_q is not None else nn.Identity())
+
+
+_ADDS = ("add", "add_", "iadd")
+
+
+def _quant_source(qmodel, node):
+    """The call of the quantizer that last set ``node``'s values, through value-preserving moves."""
+    while getattr(node, "op", None) == "call_module" and _node_kind(qmodel, node) in ("Identity", "Dropout"):
+        node = node.args[0]
+    return node if getattr(node, "op", None) == "call_module" else None
+
+
+class _NarrowerIntScaling(nn.Module):
+    """The integer threshold of one bit less: a ``b + 1``-bit quantizer sharing a ``b``-bit
+    quantizer's scaling gets the same scale (Brevitas divides the shared statistic by it)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, bit_width: torch.Tensor) -> torch.Tensor:
+        return self.inner(bit_width - 1)
+
+
+def _signed_residuals(qmodel, qnn, wide_q) -> None:
+    """Residual Adds whose inputs carry different integer types get one signed type on both.
+
+    Brevitas aligns the scales of an Add's inputs: where one input is a ReLU's unsigned output
+    (an identity shortcut) and the other a signed requantizer, the two share one scale but
+    not one type (UINT``b`` and INT``b``), and FINN streams an Add only when both inputs have
+    the same type (``InferAddStreamsLayer``). Here the signed requantizer becomes ``b + 1``
+    bits with the same shared scale (``wide_q`` with the shared statistic and the integer
+    threshold of ``b`` bits, so the same scale) and is called on the shortcut too: the ReLU's
+    values 0 .. 2**b - 1 are exactly representable in INT``b+1``, so the shortcut is unchanged
+    and the other input loses no range. Adds whose inputs already share a quantizer are left."""
+    for node in list(qmodel.graph.nodes):
+        name = getattr(node.target, "__name__", str(node.target))
+        if node.op not in ("call_function", "call_method") or name not in _ADDS or len(node.args) != 2:
+            continue
+        sources = [_quant_source(qmodel, a) for a in node.args]
+        if any(s is None for s in sources) or sources[0].target == sources[1].target:
+            continue
+        mods = [qmodel.get_submodule(s.target) for s in sources]
+        signed = [i for i, m in enumerate(mods) if isinstance(m, qnn.QuantIdentity) and m.act_quant.is_signed]
+        if len(signed) != 1:
+            continue
+        k = signed[0]
+        shared, other = mods[k], mods[1 - k]
+        if not isinstance(other, (qnn.QuantReLU, qnn.QuantIdentity)) or other.act_quant.is_signed:
+            continue
+        tensor_quant = shared.act_quant.fused_activation_quant_proxy.tensor_quant
+        if other.act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl is not tensor_quant.scaling_impl:
+            continue  # not one shared scale: not the pattern Brevitas makes
+        _replace(qmodel, sources[k].target, qnn.QuantIdentity(
+            act_quant=wide_q.let(scaling_impl=tensor_quant.scaling_impl,
+                                 int_scaling_impl=_NarrowerIntScaling(tensor_quant.int_scaling_impl)),
+            return_quant_tensor=True))
+        with qmodel.graph.inserting_before(node):
+            requant = qmodel.graph.call_module(sources[k].target, args=(node.args[1 - k],))
+        node.args = tuple(requant if i == 1 - k else a for i, a in enumerate(node.args))
+        log.debug("residual %s: both inputs signed at the shared scale via %s", node.name, sources[k].target)
+    qmodel.graph.lint()
+    qmodel.recompile()
 
 
 def _input_quant_node(qmodel):

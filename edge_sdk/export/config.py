@@ -21,9 +21,12 @@ BIAS_QUANTS = ("int32", "float")
 # Neither gets a requantizer after average pooling: FINN takes no unsigned Quant that does
 # not follow a ReLU, and hls4ml's requantizer of the pooled values differed from qonnx's
 # (resnet8: 0.24 at that node, 137 output steps); without it hls4ml is within one step.
+# FINN streams a residual Add (AddStreams) only when both inputs have one integer type, so
+# its identity shortcuts get a signed requantizer of act_bits + 1 at the shared scale.
 FLOWS: dict[str, dict[str, Any]] = {
     "hls4ml": {"per_channel": False, "pow2_scales": True, "bias_quant": "int32", "requantize_pooled": False},
-    "finn": {"per_channel": True, "pow2_scales": False, "bias_quant": "float", "requantize_pooled": False},
+    "finn": {"per_channel": True, "pow2_scales": False, "bias_quant": "float", "requantize_pooled": False,
+             "signed_residuals": True},
 }
 
 
@@ -47,6 +50,10 @@ class BrevitasExportConfig:
     tool's graph clean-up after export. ``requantize_pooled``: an unsigned requantizer after
     average pooling of ReLU outputs (``False``: the pooled sums feed the next layer, which
     FINN streamlines; it takes no unsigned quantizer that does not follow a ReLU).
+    ``signed_residuals``: where a residual Add joins a ReLU's unsigned output (an identity
+    shortcut) with a signed requantizer of the same scale, both inputs become signed at
+    ``act_bits + 1`` bits and that scale (exact for the shortcut): FINN's AddStreams takes
+    two inputs of one integer type.
     """
 
     weight_bits: int | None = None
@@ -65,6 +72,7 @@ class BrevitasExportConfig:
     opset: int = 13
     bias_quant: str = "int32"
     requantize_pooled: bool = True
+    signed_residuals: bool = False
     flow: str | None = None
 
     def __post_init__(self) -> None:

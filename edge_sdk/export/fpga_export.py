@@ -130,7 +130,8 @@ def _resolve(fmt: str, config: BrevitasExportConfig | None) -> tuple[BrevitasExp
         form.check_bits(kind, getattr(config, f"{kind}_bits"))
     ptq = PtqConfig(config.weight_bits, config.act_bits, config.input_bits, config.output_bits,
                     config.per_channel, config.pow2_scales, config.bias_correction,
-                    bias_quant=config.bias_quant, requantize_pooled=config.requantize_pooled)
+                    bias_quant=config.bias_quant, requantize_pooled=config.requantize_pooled,
+                    signed_residuals=config.signed_residuals)
     return config, ptq
 
 

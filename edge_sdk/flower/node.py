@@ -211,11 +211,15 @@ def train_payload(payload: Payload, data: LocalData, run: RunSettings, *, seed: 
 
 
 def evaluate_payload(payload: Payload, data: LocalData) -> dict[str, float]:
-    """Accuracy and loss of the payload's submodel on the node's local test data."""
-    from edge_sdk.training import evaluate
+    """Accuracy and loss of the payload's submodel on the node's local test data, its
+    BatchNorm statistics first recomputed on the node's training data (HeteroFL's static BN,
+    as ``edge-sdk simulate`` evaluates: merged running statistics fit no single size)."""
+    from edge_sdk.training import evaluate, recompute_bn_stats
 
     if len(data.test) == 0:
         return {"accuracy": float("nan"), "loss": float("nan"), "num-examples": 0.0}
     submodel = materialize(payload)
+    if data.num_train:
+        recompute_bn_stats(submodel, DataLoader(data.train, batch_size=_EVAL_BATCH, shuffle=False))
     out = evaluate(submodel, DataLoader(data.test, batch_size=_EVAL_BATCH, shuffle=False))
     return {"accuracy": float(out["accuracy"]), "loss": float(out["loss"]), "num-examples": float(out["samples"])}

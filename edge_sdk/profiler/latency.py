@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.sgd import sgd
 
 from edge_sdk.errors import ProfilingError
 from edge_sdk.profiler.budget import Budget
@@ -22,6 +23,8 @@ from edge_sdk.profiler.forecast import Forecast
 from edge_sdk.profiler.report import LatencyStats
 
 MIN_LATENCY_SECONDS = 0.3  # with less left, a latency is not worth starting
+QUICK_RUNS, QUICK_SECONDS = 20, 0.5
+FULL_RUNS, FULL_SECONDS = 200, 4.0
 
 
 def measure_latency(
@@ -64,6 +67,7 @@ def measure_latency(
         p90_ms=round(float(np.percentile(values, 90)), 4),
         runs=len(times),
         cpu_share=None if share is None else round(min(max(share, 0.0), 4.0), 4),
+        mean_ms=round(float(np.mean(values)), 4),
     )
 
 
@@ -81,14 +85,17 @@ def latencies(
     """Forward and training-step latency within ``share`` seconds of ``budget``: fewer runs
     when that is less than wanted, none when the deadline has passed or the forecast says
     the cold call, warm-up and one timed call would not fit."""
-    runs, seconds = (3, 1.0) if quick else (10, 6.0)
+    # at most this many timed calls, and about this many seconds for the forward and the
+    # step together (at least 3 calls each while the deadline allows): fast calls get many
+    # runs, so that the mean sees the occasional stall of a busy device
+    runs, seconds = (QUICK_RUNS, QUICK_SECONDS) if quick else (FULL_RUNS, FULL_SECONDS)
     allowed = min(seconds, share, budget.remaining())
     if allowed < MIN_LATENCY_SECONDS:
         budget.cut(f"latency at size {label}")
         return None, None
     probe = time.perf_counter()
     work = copy.deepcopy(model).train()
-    step = train_step(work, torch.optim.SGD(work.parameters(), lr=1e-3, momentum=0.9), example_input)
+    step = TrainStep(work, example_input, optimizer=not quick)
     probe = time.perf_counter() - probe  # one forward on two samples: a floor for any call now
     # cold call, warm-up and one timed call of each, at the larger of what smaller sizes
     # took per FLOP and the probe (a training step is about three forwards)
@@ -123,21 +130,54 @@ def latencies(
     return (fwd if fwd.cpu_share is not None else None), (train if train.cpu_share is not None else None)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, example_input: torch.Tensor) -> Callable[[], None]:
-    out = model(example_input[:2] if example_input.shape[0] > 1 else example_input)
-    logits = out[0] if isinstance(out, (tuple, list)) else out
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        raise ProfilingError("a training step needs a model that returns (batch, classes) logits")
-    target = torch.randint(0, logits.shape[1], (example_input.shape[0],), generator=torch.Generator().manual_seed(0))
-    model.zero_grad(set_to_none=True)
+class TrainStep:
+    """One SGD(momentum) training step of ``model`` on the batch ``example_input``: the
+    per-step work of :func:`edge_sdk.training.train_local` (zero_grad, forward, cross-entropy,
+    backward, SGD step, loss and accuracy read back).
 
-    def step() -> None:  # the per-step work of edge_sdk.training.train_local, metrics included
-        optimizer.zero_grad(set_to_none=True)
-        out = model(example_input)
-        loss = nn.functional.cross_entropy(out, target)
+    ``optimizer=True`` steps a ``torch.optim.SGD``, as ``train_local`` does. Creating the
+    first one in a process imports dynamo (torch wraps ``add_param_group`` in
+    ``torch._disable_dynamo``): 1.1 s of CPU on the 2-core test VM, which a quick profile
+    cannot spare. ``optimizer=False`` calls ``torch.optim.sgd.sgd``, the function
+    ``SGD.step`` runs, with the same arguments: the same arithmetic and memory, without
+    ``SGD.step``'s own Python (about 0.1 ms a step on the test VM: 10 % of a 1 ms cnn1d step,
+    nothing for larger ones). ``momentum_buffers``: the optimizer state.
+    """
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, *, optimizer: bool = False,
+                 lr: float = 1e-3, momentum: float = 0.9) -> None:
+        out = model(example_input[:2] if example_input.shape[0] > 1 else example_input)
+        logits = out[0] if isinstance(out, (tuple, list)) else out
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            raise ProfilingError("a training step needs a model that returns (batch, classes) logits")
+        self.model, self.example_input, self.lr, self.momentum = model, example_input, lr, momentum
+        self.target = torch.randint(0, logits.shape[1], (example_input.shape[0],), generator=torch.Generator().manual_seed(0))
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.momentum_buffers: list[torch.Tensor | None] = [None] * len(self.params)
+        self.optimizer = torch.optim.SGD(self.params, lr=lr, momentum=momentum) if optimizer else None
+        model.zero_grad(set_to_none=True)
+
+    def __call__(self) -> None:
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            for param in self.params:
+                param.grad = None
+        out = self.model(self.example_input)
+        loss = nn.functional.cross_entropy(out, self.target)
         loss.backward()
-        optimizer.step()
+        if self.optimizer is not None:
+            self.optimizer.step()
+        else:
+            self._sgd()
         float(loss.detach())
-        int((out.detach().argmax(1) == target).sum())
+        int((out.detach().argmax(1) == self.target).sum())
 
-    return step
+    def _sgd(self) -> None:
+        held = [i for i, param in enumerate(self.params) if param.grad is not None]
+        buffers = [self.momentum_buffers[i] for i in held]
+        with torch.no_grad():
+            sgd([self.params[i] for i in held], [self.params[i].grad for i in held], buffers,  # type: ignore[misc]
+                weight_decay=0.0, momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False)
+        for i, buffer in zip(held, buffers):
+            self.momentum_buffers[i] = buffer

@@ -140,15 +140,16 @@ def summarise(results: Sequence[_Windows], work: float, cpus: int) -> RateStats:
 @functools.lru_cache(maxsize=1)
 def matmul_size() -> int:
     """Largest n in {128, 256, 512, 1024} whose fp32 n^3 matmul takes <= ~25 ms of CPU time
-    on one thread (CPU time, so the choice does not depend on other load)."""
+    on one thread (CPU time, so the choice does not depend on other load). Each size's time
+    x 8 forecasts the next size's, which is not run (that one would cost 8x)."""
     n = 128
     with torch_threads(1):
         while n < 1024:
-            a = torch.randn(n * 2, n * 2)
+            a = torch.randn(n, n)
             torch.mm(a, a)
             start = time.thread_time()
             torch.mm(a, a)
-            if time.thread_time() - start > 0.025:
+            if (time.thread_time() - start) * 8 > 0.025:
                 break
             n *= 2
     return n

@@ -3,9 +3,6 @@ memory and latency (:mod:`edge_sdk.profiler.latency`)."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import importlib
 import logging
 import math
 import time
@@ -18,41 +15,38 @@ from edge_sdk.errors import InvalidInputError
 from edge_sdk.profiler.budget import Budget
 from edge_sdk.profiler.flops import count_flops, flop_breakdown
 from edge_sdk.profiler.forecast import Forecast
-from edge_sdk.profiler.latency import latencies, train_step
+from edge_sdk.profiler.latency import latencies
+from edge_sdk.profiler.memory import peak_training_memory
 from edge_sdk.profiler.microbench import torch_threads
 from edge_sdk.profiler.report import LayerCost, ModelProfile, SizeCost, size_label
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RATIOS = (1.0, 1 / 4, 1 / 16, 1 / 64)
+STRATEGY = "heterofl"  # the plan whose submodels are profiled (and trained by --validate)
 ProgressFn = Callable[[str], None]
 
 
-def sized_model(model: nn.Module, ratio: float) -> tuple[nn.Module, float | None]:
-    """The model at submodel size ``ratio`` and the width multiplier used (None if not one).
+def sized_model(model: nn.Module, ratio: float, example_input: torch.Tensor | None = None) -> tuple[nn.Module, float | None]:
+    """The submodel a device trains at size ``ratio`` and its width (the fraction of each
+    layer's channels kept; None if the model has no width).
 
-    A reference model (it carries ``model.config``) is rebuilt at width x sqrt(ratio);
-    any other model is shrunk by structured (channel-level) extraction.
+    It is the channel-level (structured) extraction of the HeteroFL plan, the module
+    ``plan.extract`` returns: FedRolex and FIARSE-structured keep the same channel counts,
+    so the same shapes and the same cost; only which channels differs. (A reference model
+    rebuilt at width x sqrt(ratio) rounds channels differently: cnn1d at 1/64 has 414
+    parameters rebuilt and 172 extracted, and is not what any strategy trains.)
+    ``example_input`` traces a model without ``config.input_shape``.
     """
     if not 0 < ratio <= 1:
         raise InvalidInputError(f"ratio {ratio!r} is outside (0, 1]: a size is the fraction of parameters held")
+    width = getattr(getattr(model, "config", None), "width", None)
     if ratio == 1:
-        return model, getattr(getattr(model, "config", None), "width", None)
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "name"):
-        from edge_sdk import models
+        return model, width
+    from edge_sdk.submodel.structured import plan_structured
 
-        width = config.width * models.width_for_ratio(ratio)
-        return models.create(config.name, width=width, depth=config.depth, num_classes=config.num_classes, **config.options), width
-    try:
-        from edge_sdk import submodel
-    except ImportError:  # pragma: no cover - the submodel package ships with the SDK
-        raise InvalidInputError(
-            f"cannot size {type(model).__name__} to ratio {ratio}: only reference models "
-            "(edge_sdk.models) can be resized in this build"
-        ) from None
-    plan = submodel.plan("fiarse-structured", model, ratio)
-    return plan.extract(model), None
+    plan = plan_structured(STRATEGY, model, ratio, example_input=example_input)
+    return plan.extract(model), round(plan.width * (width or 1.0), 6)
 
 
 def profile_model(
@@ -70,8 +64,8 @@ def profile_model(
     """Profile ``model`` on a batch ``example_input`` at each submodel size in ``ratios``.
 
     FLOPs come from the closed form of a reference model, else :func:`count_flops`; peak
-    training memory from torch's ``MemTracker``
-    (parameters, gradients, SGD momentum, activations and temporaries of one step);
+    training memory from a tensor-level tracker (:mod:`edge_sdk.profiler.memory`:
+    parameters, gradients, SGD momentum, activations and temporaries of one step);
     latencies are of a forward pass and of one SGD training step on the whole batch.
     The model passed in is not modified (training steps run on a copy). Under ``budget``
     sizes are measured smallest first, and memory and latencies with fewer runs, or not at
@@ -87,16 +81,18 @@ def profile_model(
     sizes: list[SizeCost] = []
     layers: list[LayerCost] = []
     forecast = Forecast()
-    if budget.remaining() > 0:  # imported before the timings, so that its cost does not skew the forecast
-        with contextlib.suppress(ImportError):
-            importlib.import_module("torch.distributed._tools.mem_tracker")
+    if not quick and measure_latency:
+        # full profiles time train_local's own optimizer (latency.TrainStep); the process's
+        # first one imports dynamo (1.1 s): here, before any timing or forecast
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     with torch_threads(threads):
         # smallest first: each size's timings forecast the next one's, so that work which
         # would overrun the deadline is skipped before it starts
         for index, ratio in enumerate(sorted(ratios)):
             if progress:
                 progress(f"profiling model at size {size_label(ratio)}")
-            sub, width = sized_model(model, ratio)
+            with torch_threads(1):  # traced and counted, not timed: no thread-pool stalls
+                sub, width = sized_model(model, ratio, example_input[:2])
             share = budget.remaining() / (len(ratios) - index)
             sizes.append(_size_cost(
                 sub, example_input, ratio, width, full_params, quick, measure_latency, budget, threads, share, forecast
@@ -115,22 +111,6 @@ def profile_model(
         sizes=sizes,
         layers=layers,
     )
-
-
-def peak_training_memory(model: nn.Module, example_input: torch.Tensor) -> int:
-    """Peak bytes of one SGD(momentum) training step, tensor-level, from torch's MemTracker."""
-    from torch.distributed._tools.mem_tracker import MemTracker
-
-    work = copy.deepcopy(model).train()
-    optimizer = torch.optim.SGD(work.parameters(), lr=1e-3, momentum=0.9)
-    step = train_step(work, optimizer, example_input)
-    step()  # creates the optimizer state outside the tracked step
-    tracker = MemTracker()
-    tracker.track_external(work, optimizer)
-    with tracker:
-        step()
-    snapshot = tracker.get_tracker_snapshot("peak")
-    return int(max(per_device.get("Total", 0) for per_device in snapshot.values()))
 
 
 def _size_cost(
@@ -159,7 +139,7 @@ def _size_cost(
             start = time.perf_counter()
             try:
                 peak = peak_training_memory(model, example_input)
-            except Exception as exc:  # MemTracker is a private torch tool: degrade, don't fail the profile
+            except Exception as exc:  # an op the tracker cannot follow: degrade, don't fail the profile
                 log.warning("peak training memory not measured: %s", exc)
             forecast.learn("memory", time.perf_counter() - start, train_flops)
     forward_latency = train_latency = None

@@ -122,13 +122,16 @@ class DeviceCapability:
 @dataclass
 class LatencyStats:
     """Latency of repeated calls, in milliseconds; the cold first call is kept apart.
-    ``cpu_share``: process CPU-seconds per wall-second per thread over the timed calls."""
+    ``cpu_share``: process CPU-seconds per wall-second per thread over the timed calls;
+    ``mean_ms``: their mean, which a run of many calls takes on average: on a busy device a
+    few calls stall (a preempted thread) and the median does not see them."""
 
     cold_ms: float
     median_ms: float
     p90_ms: float
     runs: int
     cpu_share: float | None = _opt(_SHARE)
+    mean_ms: float | None = _opt({"min": 0})
 
 
 @dataclass

@@ -32,7 +32,7 @@ DEFAULT_MODEL = "resnet18"
 DEFAULT_BATCH = 32
 QUICK_BATCH = 8
 MAX_BATCH = 4096
-QUICK_DEADLINE = 11.0  # seconds for the whole `--quick` command from start-up to report (exit: ~1-2 s more)
+QUICK_DEADLINE = 11.0  # seconds for the whole `--quick` command, start-up to exit
 FULL_DEADLINE = 120.0
 MODEL_SHARE = 0.6  # share of the deadline kept for the model profile after the device's
 
@@ -100,9 +100,11 @@ def build_report(
     model ``model`` (None: device only) and return the capability report.
 
     ``deadline``: seconds the whole profile may take, counted from ``started`` (a
-    ``time.monotonic()`` value, default now; the CLI passes its process start); default
-    :data:`QUICK_DEADLINE` with ``quick``, else :data:`FULL_DEADLINE`. On a busy device the
-    measurements shrink to meet it, and the report says what was cut (``run``)."""
+    ``time.monotonic()`` value, default now; the CLI passes its process start, and then a
+    share of the start-up already spent is kept for printing and exit, see
+    :meth:`Budget.for_command`); default :data:`QUICK_DEADLINE` with ``quick``, else
+    :data:`FULL_DEADLINE`. On a busy device the measurements shrink to meet it, and the
+    report says what was cut (``run``)."""
     batch = batch_size or (QUICK_BATCH if quick else DEFAULT_BATCH)
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
         raise InvalidInputError(f"batch size {batch!r} is not accepted; expected an integer from 1 to {MAX_BATCH}")
@@ -112,7 +114,7 @@ def build_report(
             raise InvalidInputError(f"{label} must be a positive finite number, got {value!r}")
     if deadline is None:
         deadline = QUICK_DEADLINE if quick else FULL_DEADLINE
-    budget = Budget(deadline, **({} if started is None else {"started": started}))
+    budget = Budget(deadline) if started is None else Budget.for_command(deadline, started)
     net = shape = None
     if model is not None:
         net, shape = reference_model(model, input_shape)

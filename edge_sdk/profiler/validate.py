@@ -3,7 +3,9 @@
 For each size the report profiled, a HeteroFL plan at that ratio is made on the reference
 model, its submodel trained with :func:`edge_sdk.training.train_local` for ``steps`` steps on
 synthetic batches of the report's batch size, and the round's wall time compared with what
-the report predicts: the cold step plus ``steps - 1`` warm median steps.
+the report predicts: the cold step plus ``steps - 1`` warm steps of the mean latency (the
+median where a report has no mean). The profile times the same submodel (the HeteroFL
+extraction, :func:`edge_sdk.profiler.model_cost.sized_model`) at the same thread count.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import torch
 
 from edge_sdk.errors import InvalidInputError
 from edge_sdk.profiler.microbench import torch_threads
+from edge_sdk.profiler.model_cost import STRATEGY
 from edge_sdk.profiler.report import CapabilityReport, RoundCheck, SizeCost, Validation, size_label
 
 DEFAULT_STEPS = 10
 TOLERANCE = 0.15
-STRATEGY = "heterofl"
 
 
 def predicted_round_seconds(size: SizeCost, steps: int) -> float | None:
@@ -27,7 +29,8 @@ def predicted_round_seconds(size: SizeCost, steps: int) -> float | None:
     lat = size.train_step_latency
     if lat is None:
         return None
-    return (lat.cold_ms + (steps - 1) * lat.median_ms) / 1e3
+    warm = lat.median_ms if lat.mean_ms is None else lat.mean_ms
+    return (lat.cold_ms + (steps - 1) * warm) / 1e3
 
 
 def validate_report(
@@ -52,6 +55,8 @@ def validate_report(
     model, shape = reference_model(profile.model, profile.input_shape)
     say = progress or (lambda _message: None)
     rounds = []
+    # a process's first torch.optim optimizer imports dynamo (1.1 s): once per process, not per round
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     with torch_threads(report.device.threads):
         for size in profile.sizes:
             predicted = predicted_round_seconds(size, steps)

@@ -21,15 +21,22 @@ class Fiarse(Strategy):
     summary = "parameter-level top-k magnitude masks, per-element mean over holders"
     plan_name = "fiarse"
     options = (
-        Option("gradient", str, "surrogate", "gradient of the masked weights: the paper's surrogate (default) "
-               "or the hard mask's (the released code)", choices=("surrogate", "hard")),
+        Option("gradient", str, "surrogate", "gradient of the masked weights: surrogate = surrogate gradient "
+               "(paper), hard = hard mask (released code)", choices=("surrogate", "hard")),
         Option("scope", str, "global", "one top-k threshold over all layers (the paper's) or one per layer",
                choices=("global", "layer")),
+        Option("budget", str, "maskable", "size budget: maskable = int(ratio x conv/linear weights and biases) "
+               "held, norm layers on top (released code); all = the held share of all parameters is the ratio",
+               choices=("maskable", "all")),
     )
 
     def plan_options(self) -> dict[str, Any]:
-        scope = self.option("scope")
-        return {} if scope == "global" else {"scope": scope}
+        out = {}
+        if self.option("scope") != "global":
+            out["scope"] = self.option("scope")
+        if self.option("budget") != "maskable":
+            out["budget"] = self.option("budget")
+        return out
 
     def train_options(self) -> dict[str, Any]:
         return {"fiarse_gradient": self.option("gradient")}

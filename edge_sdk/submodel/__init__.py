@@ -63,7 +63,9 @@ def plan(strategy: str, global_model: nn.Module, ratio: float, *, round: int = 0
     """Make the plan of one client for one round.
 
     ``fiarse`` options: ``scope="global"`` (one top-k threshold over all conv/linear weights
-    and biases, the paper's default) or ``"layer"``. Structured strategies trace the model
+    and biases, the paper's default) or ``"layer"``; ``budget="maskable"`` (``int(ratio x
+    maskable)`` elements, the released code's rule, default) or ``"all"`` (the held share of all
+    parameters equals ``ratio``). Structured strategies trace the model
     with torch.fx and need ``example_input`` unless the model has ``config.input_shape``.
     ``rng`` (a Generator, an int seed, or None for one seeded by ``round``) goes to the
     channel selector; the built-in strategies are deterministic and do not use it.
@@ -79,9 +81,9 @@ def plan(strategy: str, global_model: nn.Module, ratio: float, *, round: int = 0
         raise InvalidInputError(f"round={round!r} is not accepted; expected an integer >= 0")
     generator = make_rng(rng, round)
     if strategy == "fiarse":
-        unknown = set(options) - {"scope"}
+        unknown = set(options) - {"scope", "budget"}
         if unknown:
-            raise InvalidInputError(f"fiarse: unknown option(s) {', '.join(sorted(unknown))}; accepted: scope")
+            raise InvalidInputError(f"fiarse: unknown option(s) {', '.join(sorted(unknown))}; accepted: scope, budget")
         return plan_fiarse(global_model, ratio, round=round, **options)
     if options:
         raise InvalidInputError(f"{strategy}: unknown option(s) {', '.join(sorted(options))}; none accepted")

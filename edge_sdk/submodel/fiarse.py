@@ -13,17 +13,28 @@ As in the released code (github.com/HarliWu/FIARSE, ``model_utils.py`` / ``resne
 * masks are recomputed from the current global model each round. Because all sizes rank the
   same scores, a smaller size's mask is a subset of a larger one's (nested submodels).
 
-``k`` is chosen so that the held fraction of *all* parameters equals the requested ratio
-(``k = round(ratio * total) - always_held``); ties at the threshold are broken by position,
-so kept counts are exact and nesting holds even with ties.
+The size budget (``budget``):
+
+* ``"maskable"`` (default, the released code's ``generate_mask``): ``k = int(ratio * maskable)``
+  of the maskable elements are held; the always-held parameters come on top, so the held
+  fraction of *all* parameters is a little above the ratio.
+* ``"all"``: the held fraction of all parameters equals the ratio
+  (``k = round(ratio * total) - always_held``). With small models and small ratios the
+  always-held norm parameters then eat much of the budget (cnn1d width 3 at 1/64: 38 %), so
+  FIARSE's submodel holds fewer conv/linear weights than a HeteroFL slice of the same size.
+
+Ties at the threshold are broken by position, so kept counts are exact and nesting holds even
+with ties. ``FiarsePlan.maskable_fraction`` is the share of maskable elements held,
+``kept_fraction`` the share of all parameters.
 
 Local training multiplies each masked tensor by its mask in the forward pass. Two gradient
 modes (``FiarseSubmodel.gradient``):
 
-* ``"hard"``: the gradient of ``theta * m`` is ``g * m``. This is what the released code in
-  effect trains with (its ``Bern`` returns a bool mask, through which autograd passes no
+* ``"hard"`` ("hard mask (released code)"): the gradient of ``theta * m`` is ``g * m``. This
+  is what the released code in effect trains with (its ``Bern`` returns a bool mask, through which autograd passes no
   gradient) and it is the cheapest.
-* ``"surrogate"`` (default): the paper's threshold-controlled biased gradient. It scored 2.7
+* ``"surrogate"`` ("surrogate gradient (paper)", default): the paper's threshold-controlled
+  biased gradient. It scored 2.7
   and 2.5 points higher than the hard mask in average global accuracy on both benchmark
   tables (bench/bench_fiarse_table*.md) for a few percent more step time. The released ``Bern``
   function differentiates the step ``1[|theta| >= tau]`` as ``2 tau / (|theta| + tau)^2``, so
@@ -53,12 +64,13 @@ from edge_sdk import _decode
 from edge_sdk.errors import InvalidInputError, PlanMismatchError, SchemaError
 from edge_sdk.submodel._plan import Signature, SubmodelPlan, model_signature, param_count, plan_fields
 
-__all__ = ["FiarsePlan", "FiarseSubmodel", "plan_fiarse", "maskable_names", "GRADIENT_MODES"]
+__all__ = ["FiarsePlan", "FiarseSubmodel", "plan_fiarse", "maskable_names", "GRADIENT_MODES", "BUDGETS"]
 
 log = logging.getLogger(__name__)
 
 GRADIENT_MODES = ("hard", "surrogate")
 SCOPES = ("global", "layer")
+BUDGETS = ("maskable", "all")
 _MASKABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.Embedding)
 
 
@@ -230,13 +242,26 @@ class FiarsePlan(SubmodelPlan):
     kind = "fiarse"
 
     def __init__(self, ratio: float, round: int, kept_fraction: float, signature: Signature,
-                 masks: Mapping[str, torch.Tensor], thresholds: Mapping[str, float], scope: str) -> None:
+                 masks: Mapping[str, torch.Tensor], thresholds: Mapping[str, float], scope: str,
+                 budget: str = "maskable") -> None:
         super().__init__("fiarse", ratio, round, kept_fraction, signature)
         self.masks = {n: m.to(torch.bool) for n, m in masks.items()}
         self.thresholds = {n: float(t) for n, t in thresholds.items()}
         self.scope = scope
+        self.budget = budget
         self._flat_idx: dict[str, torch.Tensor] = {}
         self._held: dict[str, tuple[int, ...]] | None = None
+
+    @property
+    def maskable_fraction(self) -> float:
+        """Share of the maskable (conv/linear/embedding) elements this plan holds."""
+        total = sum(m.numel() for m in self.masks.values())
+        return sum(int(torch.count_nonzero(m)) for m in self.masks.values()) / total if total else 1.0
+
+    @property
+    def held_parameters(self) -> int:
+        """Parameters a client holds and uploads (every element of an unmasked tensor)."""
+        return int(round(self.kept_fraction * param_count(self.signature)))
 
     def flat_index(self, name: str) -> torch.Tensor:
         idx = self._flat_idx.get(name)
@@ -300,6 +325,7 @@ class FiarsePlan(SubmodelPlan):
     def _header(self) -> dict[str, Any]:
         h = super()._header()
         h["scope"] = self.scope
+        h["budget"] = self.budget
         h["thresholds"] = self.thresholds
         return h
 
@@ -311,8 +337,9 @@ class FiarsePlan(SubmodelPlan):
     def _from_parts(cls, header, blobs, signature):  # type: ignore[no-untyped-def]
         """Checked: one bool mask per masked parameter, shaped as in the signature; one
         threshold (>= 0, or +inf for an empty mask) per mask; kept_fraction as the masks say."""
-        f = plan_fields(header, ("scope", "thresholds"), ("fiarse",))
+        f = plan_fields(header, ("scope", "thresholds"), ("fiarse",), optional=("budget",))
         scope = _decode.check_choice(header["scope"], "plan: scope", SCOPES)
+        budget = _decode.check_choice(header.get("budget", "all"), "plan: budget", BUDGETS)
         masks: dict[str, torch.Tensor] = {}
         for key, m in blobs.items():
             if not key.startswith("mask:"):
@@ -333,19 +360,26 @@ class FiarsePlan(SubmodelPlan):
         if abs((held / total if total else 1.0) - f["kept_fraction"]) > 1e-9:
             raise SchemaError(f"plan: kept_fraction {f['kept_fraction']!r} is not what the masks hold "
                               f"({held} of {total} parameters)")
-        return cls(f["ratio"], f["round"], f["kept_fraction"], signature, masks, thresholds, scope)
+        return cls(f["ratio"], f["round"], f["kept_fraction"], signature, masks, thresholds, scope, budget)
 
 
-def plan_fiarse(model: nn.Module, ratio: float, *, round: int = 0, scope: str = "global") -> FiarsePlan:
+def plan_fiarse(model: nn.Module, ratio: float, *, round: int = 0, scope: str = "global",
+                budget: str = "maskable") -> FiarsePlan:
+    """The top-k magnitude masks of ``model`` at size ``ratio`` (``budget``: see the module docstring)."""
     if scope not in SCOPES:
         raise InvalidInputError(f"fiarse: scope={scope!r} is not accepted; expected one of {', '.join(SCOPES)}")
+    if budget not in BUDGETS:
+        raise InvalidInputError(f"fiarse: budget={budget!r} is not accepted; expected one of {', '.join(BUDGETS)}")
     signature = model_signature(model)
     params = dict(model.named_parameters())
     names = maskable_names(model)
     total = param_count(signature)
     maskable = sum(params[n].numel() for n in names)
     always = total - maskable
-    k = min(maskable, max(0, int(round_half(ratio * total)) - always))
+    if budget == "maskable":
+        k = min(maskable, int(ratio * maskable))
+    else:
+        k = min(maskable, max(0, int(round_half(ratio * total)) - always))
     masks: dict[str, torch.Tensor] = {}
     thresholds: dict[str, float] = {}
     with torch.no_grad():
@@ -362,7 +396,7 @@ def plan_fiarse(model: nn.Module, ratio: float, *, round: int = 0, scope: str = 
                 masks[n] = m
                 thresholds[n] = tau
     held = always + sum(int(np.count_nonzero(m.numpy())) for m in masks.values())
-    return FiarsePlan(ratio, round, held / total if total else 1.0, signature, masks, thresholds, scope)
+    return FiarsePlan(ratio, round, held / total if total else 1.0, signature, masks, thresholds, scope, budget)
 
 
 def _as_array(p: torch.Tensor) -> np.ndarray:

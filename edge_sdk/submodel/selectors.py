@@ -40,6 +40,8 @@ __all__ = [
     "ImportanceSelector",
     "LeftmostSelector",
     "RollingSelector",
+    "ExploringImportanceSelector",
+    "EXPLORE_MODES",
 ]
 
 S = TypeVar("S", bound="type[ChannelSelector]")
@@ -194,3 +196,70 @@ class RollingSelector(ChannelSelector):
 
     def select(self, ctx: SelectionContext) -> list[np.ndarray]:
         return [np.sort((ctx.round + np.arange(c)) % s) for c, s in zip(ctx.counts, ctx.leaf_sizes)]
+
+
+#: how :class:`ExploringImportanceSelector` picks its exploration share
+EXPLORE_MODES = ("rolling", "random")
+
+
+class ExploringImportanceSelector(ChannelSelector):
+    """Importance with an exploration share: of the ``c`` units a group keeps, the
+    ``c - n`` most important ones plus ``n = round(share x c)`` of the others, where
+    ``share = explore x 0.5 ** (round / half_life)`` (constant when ``half_life`` is 0),
+    times the group's kept fraction ``c / size`` when ``by_width`` (so the wide tiers
+    explore more of their channels, the narrow ones keep theirs for their top ranks).
+
+    ``mode="rolling"``: the ``n`` explored units are a cyclic window over the units outside
+    the important part (in index order) that advances by ``n`` every round, so every unit is
+    reached within ``ceil((size - c + n) / n)`` rounds. ``mode="random"``: a uniformly random
+    ``n`` of them from the plan's rng (seeded by the caller: deterministic for a seed).
+
+    Not registered: it is a parametrized form of ``fiarse-structured`` (the plans it makes
+    carry that name and decode like any structured plan; they store the kept indices).
+    """
+
+    name = "fiarse-structured"
+
+    def __init__(self, explore: float = 0.0, mode: str = "rolling", half_life: float = 0.0,
+                 by_width: bool = False) -> None:
+        if isinstance(explore, bool) or not isinstance(explore, numbers.Real) or not 0.0 <= explore <= 1.0:
+            raise InvalidInputError(f"explore={explore!r} is not accepted; expected a number in [0, 1]")
+        if mode not in EXPLORE_MODES:
+            raise InvalidInputError(f"mode={mode!r} is not accepted; expected one of {', '.join(EXPLORE_MODES)}")
+        if isinstance(half_life, bool) or not isinstance(half_life, numbers.Real) or not half_life >= 0.0:
+            raise InvalidInputError(f"half_life={half_life!r} is not accepted; expected a number >= 0")
+        self.explore = float(explore)
+        self.mode = mode
+        self.half_life = float(half_life)
+        self.by_width = bool(by_width)
+
+    def share(self, round: int) -> float:
+        """The exploration share at ``round``."""
+        if self.half_life > 0.0:
+            return self.explore * 0.5 ** (round / self.half_life)
+        return self.explore
+
+    def explored(self, count: int, size: int, round: int) -> int:
+        """How many of a group's ``count`` kept units (of ``size``) are explored at ``round``."""
+        if count >= size:
+            return 0
+        share = self.share(round) * (count / size if self.by_width else 1.0)
+        return min(count, int(share * count + 0.5))
+
+    def select(self, ctx: SelectionContext) -> list[np.ndarray]:
+        out = []
+        for v, c, s in zip(ctx.importance(), ctx.counts, ctx.leaf_sizes):
+            n = self.explored(c, s, ctx.round)
+            order = np.argsort(-v, kind="stable")
+            top = order[:c - n]
+            if n == 0:
+                out.append(np.sort(top))
+                continue
+            rest = np.sort(order[c - n:])  # the units outside the important part, in index order
+            if self.mode == "rolling":
+                start = (ctx.round * n) % len(rest)
+                extra = rest[(start + np.arange(n)) % len(rest)]
+            else:
+                extra = ctx.rng.choice(rest, size=n, replace=False)
+            out.append(np.sort(np.concatenate([top, extra])).astype(np.int64))
+        return out

@@ -14,7 +14,10 @@ since most tensors are sliced in two dimensions). They differ only in *which* un
   it moves by one unit each round.
 
 Each is a channel selector registered in :mod:`edge_sdk.submodel.selectors`, where a new
-selection rule is one class.
+selection rule is one class. The ``fiarse-structured`` strategy trains with a parametrized
+form of the importance selector (:class:`~edge_sdk.submodel.selectors.ExploringImportanceSelector`:
+part of the kept units explored at random or by a rolling window, passed as ``selector=``);
+its plans carry the name ``fiarse-structured`` and decode like the others.
 
 The plan stores the kept indices of every tensor dimension, so updates scatter back into
 the global model (:meth:`StructuredPlan.scatter`), and ``extract`` returns a physically
@@ -36,7 +39,8 @@ from edge_sdk.errors import InvalidInputError, PlanMismatchError
 from edge_sdk.submodel._plan import Signature, SubmodelPlan, model_signature, param_count
 from edge_sdk.submodel.graph import Analysis, analyse, build_submodel, dim_indices
 from edge_sdk.submodel.graph.rules import rules_version
-from edge_sdk.submodel.selectors import SELECTORS, SelectionContext, checked_selection, get_selector, make_rng
+from edge_sdk.submodel.selectors import (SELECTORS, ChannelSelector, SelectionContext, checked_selection, get_selector,
+                                         make_rng)
 
 log = logging.getLogger(__name__)
 
@@ -313,10 +317,20 @@ def _choose_counts(an: Analysis, signature: Signature, ratio: float) -> tuple[fl
 
 def plan_structured(strategy: str, model: nn.Module, ratio: float, *, round: int = 0,
                     example_input: torch.Tensor | None = None,
-                    rng: np.random.Generator | int | None = None) -> StructuredPlan:
+                    rng: np.random.Generator | int | None = None,
+                    selector: ChannelSelector | None = None) -> StructuredPlan:
     """A channel-level plan: the width is searched for ``ratio``, the registered selector
-    ``strategy`` picks the kept units (``rng`` defaults to one seeded by the round)."""
-    selector = get_selector(strategy)
+    ``strategy`` picks the kept units (``rng`` defaults to one seeded by the round).
+
+    ``selector``: a selector instance to use instead of the registered one (a parametrized
+    form of ``strategy``, e.g. :class:`~edge_sdk.submodel.selectors.ExploringImportanceSelector`);
+    the plan still carries the name ``strategy``."""
+    if selector is None:
+        selector = get_selector(strategy)
+    elif not isinstance(selector, ChannelSelector):
+        raise InvalidInputError(f"selector must be a ChannelSelector, got {type(selector).__name__}")
+    else:
+        get_selector(strategy)  # the name the plan carries must be a registered one
     example = example_for(model, example_input)
     an = analysis_for(model, example)
     signature = model_signature(model)

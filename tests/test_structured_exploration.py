@@ -1,0 +1,192 @@
+"""fiarse-structured's exploration share: importance plus rolling / random channels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edge_sdk import models, submodel
+from edge_sdk.errors import InvalidInputError
+from edge_sdk.strategies import create_strategy
+from edge_sdk.strategies._registry import strategy_class
+from edge_sdk.submodel import SubmodelPlan
+from edge_sdk.submodel.selectors import ExploringImportanceSelector, channel_importance
+from edge_sdk.submodel.structured import StructuredPlan, analysis_for, plan_structured
+
+RATIOS = (1 / 4, 1 / 16, 1 / 64)
+
+
+def _model() -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    m = models.create("cnn1d", width=1.0)
+    return m, torch.randn(2, *m.config.input_shape)
+
+
+def _plans(strategy, m, x, ratio, rounds, seed=0):
+    rng = np.random.default_rng(seed)
+    return [strategy.make_plans(m, {0: ratio, 1: ratio}, round=r, rng=rng, example_input=x) for r in range(rounds)]
+
+
+@pytest.mark.parametrize("mode", ["rolling", "random"])
+@pytest.mark.parametrize("ratio", RATIOS)
+def test_holds_the_tiers_budget_and_its_top_channels(mode, ratio):
+    m, x = _model()
+    imp = channel_importance(m, analysis_for(m, x))
+    sel = ExploringImportanceSelector(0.25, mode)
+    ref = submodel.plan("fiarse-structured", m, ratio, example_input=x)  # importance alone
+    for r in range(3):
+        p = plan_structured("fiarse-structured", m, ratio, round=r, example_input=x, rng=np.random.default_rng(r),
+                            selector=sel)
+        # the same width, so exactly the same parameter count as every structured method
+        assert [len(k) for k in p.keep] == [len(k) for k in ref.keep]
+        assert p.kept_fraction == ref.kept_fraction and p.width == ref.width
+        assert p.strategy == "fiarse-structured"
+        for keep, v, size in zip(p.keep, imp, p.leaf_sizes):
+            c = len(keep)
+            n = sel.explored(c, size, r)
+            top = np.argsort(-v, kind="stable")[:c - n]
+            assert set(top.tolist()) <= set(keep.tolist())  # the important part is always there
+            if c < size and c >= 4:
+                assert n == int(0.25 * c + 0.5) and n > 0
+
+
+@pytest.mark.parametrize("mode", ["rolling", "random"])
+def test_every_channel_is_trained_by_the_smallest_tier_over_rounds(mode):
+    m, x = _model()
+    strat = create_strategy("fiarse-structured", explore=mode, explore_share=0.25, explore_half_life=0,
+                            explore_by_width=False)
+    seen = None
+    for round_plans in _plans(strat, m, x, 1 / 16, 60):
+        for p in round_plans.values():  # both clients (random: each draws its own)
+            if seen is None:
+                seen = [set() for _ in p.leaf_sizes]
+            for s, k in zip(seen, p.keep):
+                s.update(k.tolist())
+    assert [len(s) for s in seen] == p.leaf_sizes
+    # importance alone never reaches them (the global model does not change here)
+    alone = create_strategy("fiarse-structured", explore="none")
+    kept = [set() for _ in p.leaf_sizes]
+    for round_plans in _plans(alone, m, x, 1 / 16, 5):
+        for s, k in zip(kept, round_plans[0].keep):
+            s.update(k.tolist())
+    assert any(len(s) < size for s, size in zip(kept, p.leaf_sizes))
+
+
+def test_rolling_window_advances_and_covers_within_its_period():
+    m, x = _model()
+    sel = ExploringImportanceSelector(0.5, "rolling")
+    an = analysis_for(m, x)
+    plans = [plan_structured("fiarse-structured", m, 1 / 16, round=r, example_input=x, selector=sel)
+             for r in range(12)]
+    for i, size in enumerate(plans[0].leaf_sizes):
+        c = len(plans[0].keep[i])
+        n = sel.explored(c, size, 0)
+        if n == 0:
+            continue
+        period = -(-(size - c + n) // n)
+        covered = set().union(*(p.keep[i].tolist() for p in plans[:period]))
+        assert len(covered) == size, (i, period)
+        assert not np.array_equal(plans[0].keep[i], plans[1].keep[i])
+    assert len(an.leaf_sizes) == len(plans[0].leaf_sizes)
+
+
+def test_deterministic_for_a_seed_and_random_differs_per_client():
+    m, x = _model()
+    opts = dict(explore="random", explore_share=0.5, explore_by_width=False)
+    a = create_strategy("fiarse-structured", seed=1, **opts)
+    b = create_strategy("fiarse-structured", seed=1, **opts)
+    pa, pb = _plans(a, m, x, 1 / 16, 3, seed=7), _plans(b, m, x, 1 / 16, 3, seed=7)
+    for ra, rb in zip(pa, pb):
+        for k in ra:
+            assert ra[k].same_as(rb[k]) and ra[k].to_bytes() == rb[k].to_bytes()
+    # random: each client draws its own channels; another plan seed draws others
+    assert not pa[0][0].same_as(pa[0][1])
+    pc = _plans(a, m, x, 1 / 16, 1, seed=8)
+    assert not pc[0][0].same_as(pa[0][0])
+    # rolling: no randomness, clients of one size share a plan
+    r = create_strategy("fiarse-structured", explore="rolling")
+    p1, p2 = _plans(r, m, x, 1 / 16, 2, seed=1), _plans(r, m, x, 1 / 16, 2, seed=2)
+    assert p1[1][0] is p1[1][1]
+    assert all(p1[i][0].same_as(p2[i][0]) for i in range(2))
+
+
+@pytest.mark.parametrize("mode", ["rolling", "random"])
+def test_plan_round_trips_through_bytes(mode):
+    m, x = _model()
+    strat = create_strategy("fiarse-structured", explore=mode, explore_share=0.25, explore_by_width=False)
+    p = _plans(strat, m, x, 1 / 64, 2)[1][0]
+    assert not p.same_as(submodel.plan("fiarse-structured", m, 1 / 64, round=1, example_input=x))  # explored
+    q = SubmodelPlan.from_bytes(p.to_bytes())
+    assert isinstance(q, StructuredPlan) and q.strategy == "fiarse-structured" and q.same_as(p)
+    assert q.to_bytes() == p.to_bytes()
+    with torch.no_grad():
+        assert torch.equal(p.extract(m).eval()(x), q.extract(m).eval()(x))
+
+
+def test_evaluation_and_full_size_use_importance_alone():
+    m, x = _model()
+    strat = create_strategy("fiarse-structured", explore="random", explore_share=0.5)
+    rng = np.random.default_rng(0)
+    for ratio in RATIOS:
+        ev = strat.evaluation_plan(m, ratio, round=3, rng=rng, example_input=x)
+        assert ev.same_as(submodel.plan("fiarse-structured", m, ratio, round=3, example_input=x))
+    full = strat.plan(m, 1.0, round=3, rng=rng, example_input=x)
+    assert [len(k) for k in full.keep] == full.leaf_sizes
+
+
+def test_half_life_and_share_bounds():
+    sel = ExploringImportanceSelector(0.5, "rolling", half_life=10)
+    assert sel.share(0) == 0.5 and sel.share(10) == pytest.approx(0.25) and sel.share(20) == pytest.approx(0.125)
+    assert sel.explored(40, 40, 0) == 0  # a group held whole explores nothing
+    assert ExploringImportanceSelector(1.0, "random").explored(8, 32, 0) == 8
+    wide = ExploringImportanceSelector(1.0, "rolling", by_width=True)  # share times the kept fraction
+    assert wide.explored(48, 96, 0) == 24 and wide.explored(24, 96, 0) == 6 and wide.explored(12, 96, 0) == 2
+    for bad in (dict(explore=1.5), dict(explore=-0.1), dict(mode="sideways"), dict(half_life=-1)):
+        with pytest.raises(InvalidInputError):
+            ExploringImportanceSelector(**{"explore": 0.25, "mode": "rolling", **bad})
+    with pytest.raises(InvalidInputError):
+        create_strategy("fiarse-structured", explore_share=1.5)
+    with pytest.raises(InvalidInputError):
+        create_strategy("fiarse-structured", explore="sideways")
+
+
+def test_options_reach_cli_and_run_config_keys():
+    cls = strategy_class("fiarse-structured")
+    keys = {o.key for o in cls.options}
+    assert {"fiarse-structured-explore", "fiarse-structured-explore-share",
+            "fiarse-structured-explore-half-life", "fiarse-structured-explore-by-width"} <= keys
+    opts = cls.options_from_config({"fiarse-structured-explore": "random", "fiarse-structured-explore-share": "0.5"})
+    assert opts == {"explore": "random", "explore_share": 0.5}
+    s = create_strategy("fiarse-structured", **opts)
+    assert s.plans_per_client and s.option("explore_share") == 0.5
+    assert not create_strategy("fiarse-structured", explore="none").plans_per_client
+
+
+def test_default_explores_a_share_equal_to_the_width_at_random():
+    m, x = _model()
+    strat = create_strategy("fiarse-structured")  # random, share 1 x the kept fraction, no decay
+    assert strat.option("explore") == "random" and strat.option("explore_by_width") and strat.plans_per_client
+    imp = channel_importance(m, analysis_for(m, x))
+    for ratio in RATIOS:
+        ref = submodel.plan("fiarse-structured", m, ratio, example_input=x)
+        for r in (0, 100):  # constant over rounds
+            plans = strat.make_plans(m, {0: ratio, 1: ratio}, round=r, rng=np.random.default_rng(r),
+                                     example_input=x)
+            explores = False
+            for p in plans.values():
+                assert [len(k) for k in p.keep] == [len(k) for k in ref.keep]
+                for keep, v, size in zip(p.keep, imp, p.leaf_sizes):
+                    c = len(keep)
+                    n = int(c * c / size + 0.5) if c < size else 0
+                    explores = explores or n > 0
+                    assert set(np.argsort(-v, kind="stable")[:c - n].tolist()) <= set(keep.tolist())
+            # every client draws its own (unless the groups are too narrow to explore a channel)
+            assert plans[0].same_as(plans[1]) != explores
+            assert explores or ratio == 1 / 64
+
+
+def test_plan_structured_refuses_a_selector_that_is_not_one():
+    m, x = _model()
+    with pytest.raises(InvalidInputError, match="ChannelSelector"):
+        plan_structured("fiarse-structured", m, 0.25, example_input=x, selector=object())
