@@ -212,7 +212,7 @@ def _summary_rounds(out: Path) -> int:
 def test_three_nodes_two_rounds_of_fiarse(deployment):
     d = deployment
     out = d.root / "run-fiarse"
-    proc = d.run(_overrides(out))
+    proc = d.run(_overrides(out, strategy='"fiarse"'))  # the app's default is fiarse-structured
     name = [n for n, p in d.procs.items() if p is proc][0]
     summary = _wait_run(d, proc, name, out)
     assert summary["strategy"] == "fiarse"
@@ -226,8 +226,9 @@ def test_three_nodes_two_rounds_of_fiarse(deployment):
         assert rnd["aggregated"] and rnd["updates"] == 3, rnd
         for node, entry in rnd["nodes"].items():
             metrics = entry["metrics"]
-            # the node trained a submodel of its tier's size, counted on the node itself
-            assert metrics["trained-fraction"] == pytest.approx(nodes[node]["ratio"], abs=2e-3)
+            # the node trained a submodel of its tier's size, counted on the node itself (the
+            # released budget: ratio x the conv/linear weights, the norm parameters on top)
+            assert nodes[node]["ratio"] <= metrics["trained-fraction"] <= nodes[node]["ratio"] + 0.02
             assert metrics["trained-fraction"] == pytest.approx(entry["kept_fraction"], abs=1e-9)
             # what the node received is what the server sent for it
             assert metrics["bytes-received"] == entry["bytes_sent"]
