@@ -165,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         # the summary is recomputed from the runs (rows in their order, then runs merged in by hand)
         methods = list(dict.fromkeys([*doc["summary"], *(r["method"] for r in doc["runs"])]))
         doc["summary"], doc["margins"] = _summarize(doc["runs"], methods, doc["setup"]["tiers"])
-        if _bar(doc["margins"]):
-            doc["bar"] = _bar(doc["margins"])
+        bar = _bar(doc["margins"])
+        if bar:
+            doc["bar"] = bar
         atomic_write_text(Path(args.render), json.dumps(doc, indent=2) + "\n")
         md = _markdown(doc, doc["setup"]["tiers"])
         atomic_write_text(Path(args.render).with_suffix(".md"), md)

@@ -422,14 +422,15 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
             progress(metrics)
 
     final = history[-1].global_accuracy
-    local, local_tier, kept = evaluation.final_local(global_model, config.rounds - 1, tier_of, client_test,
-                                                     test_parts)
+    final_plans = evaluation.plans(global_model, config.rounds - 1)  # reused by every final evaluation
+    local, local_tier, kept = evaluation.final_local(global_model, final_plans, tier_of, client_test, test_parts)
     counts = {lab: tier_of.count(t) for t, lab in enumerate(labels)}
     by_mode = {config.bn_stats: dict(final)}
     for mode in BN_STATS:
         if mode != config.bn_stats:
             loader = _loader(data.test, None, STATIC_BN_BATCH if mode == "test-batch" else _EVAL_BATCH, shuffle=False)
-            by_mode[mode] = evaluation.global_accuracy(global_model, config.rounds - 1, loader, bn_stats=mode)
+            by_mode[mode] = evaluation.global_accuracy(global_model, config.rounds - 1, loader, bn_stats=mode,
+                                                       plans=final_plans)
     return SimulationResult(
         config=config,
         rounds=history,
@@ -519,19 +520,24 @@ class _Evaluation:
             model = _batch_statistics_copy(model)
         return model
 
+    def plans(self, global_model: nn.Module, r: int) -> list[Any]:
+        """The evaluation plan of every tier (deterministic: the same on every call)."""
+        return [self.plan(global_model, t, r) for t in range(len(self.labels))]
+
     def global_accuracy(self, global_model: nn.Module, r: int, test_loader: DataLoader,
-                        bn_stats: str | None = None) -> dict[str, float]:
+                        bn_stats: str | None = None, plans: Sequence[Any] | None = None) -> dict[str, float]:
+        plans = self.plans(global_model, r) if plans is None else plans
         out = {}
-        for t, lab in enumerate(self.labels):
-            model = self.model(self.plan(global_model, t, r), global_model, bn_stats)
+        for lab, plan in zip(self.labels, plans):
+            model = self.model(plan, global_model, bn_stats)
             out[lab] = float(_evaluate(model, test_loader)["accuracy"])
         return out
 
-    def final_local(self, global_model: nn.Module, r: int, tier_of: Sequence[int], client_test: Sequence[DataLoader],
+    def final_local(self, global_model: nn.Module, plans: Sequence[Any], tier_of: Sequence[int],
+                    client_test: Sequence[DataLoader],
                     test_parts: Sequence[np.ndarray]) -> tuple[float, dict[str, float], dict[str, float]]:
         models_, kept = {}, {}
-        for t, lab in enumerate(self.labels):
-            plan = self.plan(global_model, t, r)
+        for t, (lab, plan) in enumerate(zip(self.labels, plans)):
             models_[t] = self.model(plan, global_model)
             kept[lab] = kept_fraction(plan)
         per_client = []

@@ -255,13 +255,14 @@ class FiarsePlan(SubmodelPlan):
     @property
     def maskable_fraction(self) -> float:
         """Share of the maskable (conv/linear/embedding) elements this plan holds."""
-        total = sum(m.numel() for m in self.masks.values())
-        return sum(int(torch.count_nonzero(m)) for m in self.masks.values()) / total if total else 1.0
+        held, maskable = _mask_counts(self.masks)
+        return held / maskable if maskable else 1.0
 
     @property
     def held_parameters(self) -> int:
         """Parameters a client holds and uploads (every element of an unmasked tensor)."""
-        return int(round(self.kept_fraction * param_count(self.signature)))
+        held, maskable = _mask_counts(self.masks)
+        return param_count(self.signature) - maskable + held
 
     def flat_index(self, name: str) -> torch.Tensor:
         idx = self._flat_idx.get(name)
@@ -356,7 +357,8 @@ class FiarsePlan(SubmodelPlan):
         for name, tau in thresholds.items():
             _decode.check_float(tau, f"plan: threshold of {name!r}", 0.0, sys.float_info.max, allow_inf=True)
         total = param_count(signature)
-        held = total - sum(m.numel() for m in masks.values()) + sum(int(torch.count_nonzero(m)) for m in masks.values())
+        held_masked, maskable = _mask_counts(masks)
+        held = total - maskable + held_masked
         if abs((held / total if total else 1.0) - f["kept_fraction"]) > 1e-9:
             raise SchemaError(f"plan: kept_fraction {f['kept_fraction']!r} is not what the masks hold "
                               f"({held} of {total} parameters)")
@@ -395,8 +397,14 @@ def plan_fiarse(model: nn.Module, ratio: float, *, round: int = 0, scope: str = 
                 (m,), tau = _top_masks([v], int(round_half(frac * v.size)))
                 masks[n] = m
                 thresholds[n] = tau
-    held = always + sum(int(np.count_nonzero(m.numpy())) for m in masks.values())
+    held = always + _mask_counts(masks)[0]
     return FiarsePlan(ratio, round, held / total if total else 1.0, signature, masks, thresholds, scope, budget)
+
+
+def _mask_counts(masks: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """(elements held, elements masked) over a plan's masks."""
+    return (sum(int(torch.count_nonzero(m)) for m in masks.values()),
+            sum(m.numel() for m in masks.values()))
 
 
 def _as_array(p: torch.Tensor) -> np.ndarray:
