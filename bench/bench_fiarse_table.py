@@ -63,7 +63,16 @@ EXTRA_METHODS = {
     "fiarse (hard, budget all)": ("fiarse", {"gradient": "hard", "budget": "all"}),
     "fiarse (layer threshold)": ("fiarse", {"gradient": "hard", "scope": "layer"}),
     "fiarse-structured (importance only)": ("fiarse-structured", {"explore": "none"}),
+    # the default before session 5 (a constant explored share); "fiarse-structured" is the default
+    # (half-life 30) and its rows before session 5 were relabelled to this one
+    "fiarse-structured (random, constant share)": ("fiarse-structured", {
+        "explore": "random", "explore_share": 1.0, "explore_by_width": True, "explore_half_life": 0.0}),
 }
+# exploration that fades (the explored share halves every H rounds); every option named, so
+# that a row means the same whatever the strategy's defaults are
+for _half_life in (10, 20, 40, 60):  # 30: the default, row fiarse-structured
+    EXTRA_METHODS[f"fiarse-structured (random, half-life {_half_life})"] = ("fiarse-structured", {
+        "explore": "random", "explore_share": 1.0, "explore_by_width": True, "explore_half_life": float(_half_life)})
 FIARSE_LABELS = [m for m, (strategy, _) in {**METHODS, **EXTRA_METHODS}.items() if strategy == "fiarse"]
 # training settings: "released" is the released FIARSE code's (lr 0.1, no momentum, batch 20,
 # unweighted mean over the holders); "momentum" the earlier tables' (lr 0.05, momentum 0.9, batch 32)
@@ -355,13 +364,18 @@ def _markdown(doc: dict, tiers: list[str]) -> str:
             + f" | **{row['average'][0] * 100:.2f} ± {row['average'][1] * 100:.2f}** | {static_cell}"
             + f" | {row['local'][0] * 100:.2f} ± {row['local'][1] * 100:.2f} | {kept} | {row['seconds_per_run']:.0f} |"
         )
-    best = _best_baseline_per_size(doc, tiers)
-    if best:
-        lines += ["", "## Best method per size (mean over seeds)", "",
-                  "| size | best baseline (heterofl / fedrolex / feddropout) | fiarse-structured | margin |",
-                  "|---|---|---:|---:|"]
-        for t, (ref, ref_acc, ours) in best.items():
-            lines.append(f"| {t} | {ref} {ref_acc * 100:.2f} | {ours * 100:.2f} | {(ours - ref_acc) * 100:+.2f} |")
+    for refs in (STRUCTURED_BASELINES, STRUCTURED_BASELINES[:2]):
+        best = _best_baseline_per_size(doc, tiers, refs)
+        if not best:
+            continue
+        lines += ["", f"## fiarse-structured against the best of {' / '.join(refs)} per size (mean over seeds)", "",
+                  "| row | " + " | ".join(f"size {t}" for t in tiers) + " | at or above at every size |",
+                  "|---|" + "---:|" * len(tiers) + "---|",
+                  "| best baseline | " + " | ".join(f"{best[t][0]} {best[t][1] * 100:.2f}" for t in tiers) + " | |"]
+        for name in _structured_rows(doc):
+            d = [(doc["summary"][name]["global"][t][0] - best[t][1]) * 100 for t in tiers]
+            lines.append(f"| {name} | " + " | ".join(f"{v:+.2f}" for v in d)
+                         + f" | {'yes' if all(v >= -1e-9 for v in d) else 'no'} |")
     lines += ["", "## Bar: FIARSE vs HeteroFL / FedRolex (average global accuracy, paired by seed)", ""]
     lines += ["| comparison | margin (points) | per seed | min |", "|---|---:|---|---:|"]
     for name, mg in doc["margins"].items():
@@ -401,9 +415,10 @@ def _markdown(doc: dict, tiers: list[str]) -> str:
         f"Command: `{doc['command']}`",
         "",
     ]
-    if doc.get("note_importance_only"):
-        lines.insert(-3, "")
-        lines.insert(-3, doc["note_importance_only"])
+    for note in [doc.get("note_importance_only"), *doc.get("notes", [])]:
+        if note:
+            lines.insert(-3, "")
+            lines.insert(-3, note)
     for add in doc.get("added", []):
         lines.insert(-3, f"Rows {', '.join(add['methods'])} were added later with `--add-to` (same setup, seeds and "
                      f"data; the other rows' code paths are pinned by tests/test_strategy_pins.py): "
@@ -413,16 +428,26 @@ def _markdown(doc: dict, tiers: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _best_baseline_per_size(doc: dict, tiers: list[str]) -> dict[str, tuple[str, float, float]]:
-    """size -> (best baseline, its mean accuracy, fiarse-structured's mean accuracy)."""
+STRUCTURED_BASELINES = ("heterofl", "fedrolex", "feddropout")
+
+
+def _structured_rows(doc: dict) -> list[str]:
+    """The summary's fiarse-structured rows (the default and every variant), in table order."""
+    table = {**METHODS, **EXTRA_METHODS}
+    return [m for m in doc["summary"] if table.get(m, ("",))[0] == "fiarse-structured"]
+
+
+def _best_baseline_per_size(doc: dict, tiers: list[str], refs: tuple[str, ...] = STRUCTURED_BASELINES
+                            ) -> dict[str, tuple[str, float]]:
+    """size -> (the best of ``refs`` at that size, its mean accuracy); empty without those rows."""
     summary = doc["summary"]
-    refs = [m for m in ("heterofl", "fedrolex", "feddropout") if m in summary]
-    if "fiarse-structured" not in summary or not refs:
+    present = [m for m in refs if m in summary]
+    if not _structured_rows(doc) or not present:
         return {}
     out = {}
     for t in tiers:
-        ref = max(refs, key=lambda m: summary[m]["global"][t][0])
-        out[t] = (ref, summary[ref]["global"][t][0], summary["fiarse-structured"]["global"][t][0])
+        ref = max(present, key=lambda m: summary[m]["global"][t][0])
+        out[t] = (ref, summary[ref]["global"][t][0])
     return out
 
 

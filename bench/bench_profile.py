@@ -246,8 +246,10 @@ def markdown(results: dict) -> str:
         machine_markdown(results["machine"]),
         "",
         f"Command: `{results['command']}` ({results['seconds']:.0f} s). \"loaded\" = {LOAD_PROCESSES} busy Python "
-        "processes pinned (sched_setaffinity) to this process's CPUs, started and stopped by the bench. \"idle\" "
-        "is not idle: other engineers' jobs share this machine; what ran is listed below.",
+        "processes pinned (sched_setaffinity) to this process's CPUs, started and stopped by the bench. \"idle\": "
+        "no load of the bench's; other work on the machine, if any, is listed below.",
+        "",
+        f"Allocator of the profiled processes: {results.get('allocator', 'glibc defaults (before edge_sdk.allocator)')}.",
         "",
         "## Bars",
         "",
@@ -370,6 +372,10 @@ def main() -> None:
         "import_seconds": {"idle": idle["import_seconds"], "loaded": loaded["import_seconds"]},
         "bars": bars(idle, loaded, flops),
         "autogroup_enabled": _read("/proc/sys/kernel/sched_autogroup_enabled"),
+        # the edge-sdk processes profiled here set glibc's malloc thresholds unless told not to
+        "allocator": ("glibc defaults (EDGE_SDK_ALLOCATOR=default)"
+                      if os.environ.get("EDGE_SDK_ALLOCATOR", "").strip().lower() == "default" else
+                      "glibc mmap/trim thresholds 32/64 MiB (edge_sdk.allocator, the edge-sdk default)"),
     }
     (HERE / "bench_profile.json").write_text(json.dumps(results, indent=2) + "\n")
     text = markdown(results)

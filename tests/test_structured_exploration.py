@@ -114,7 +114,8 @@ def test_deterministic_for_a_seed_and_random_differs_per_client():
 @pytest.mark.parametrize("mode", ["rolling", "random"])
 def test_plan_round_trips_through_bytes(mode):
     m, x = _model()
-    strat = create_strategy("fiarse-structured", explore=mode, explore_share=0.25, explore_by_width=False)
+    strat = create_strategy("fiarse-structured", explore=mode, explore_share=0.25, explore_by_width=False,
+                            explore_half_life=0)
     p = _plans(strat, m, x, 1 / 64, 2)[1][0]
     assert not p.same_as(submodel.plan("fiarse-structured", m, 1 / 64, round=1, example_input=x))  # explored
     q = SubmodelPlan.from_bytes(p.to_bytes())
@@ -163,14 +164,15 @@ def test_options_reach_cli_and_run_config_keys():
     assert not create_strategy("fiarse-structured", explore="none").plans_per_client
 
 
-def test_default_explores_a_share_equal_to_the_width_at_random():
+def test_default_explores_the_width_share_at_random_halving_every_30_rounds():
     m, x = _model()
-    strat = create_strategy("fiarse-structured")  # random, share 1 x the kept fraction, no decay
+    strat = create_strategy("fiarse-structured")  # random, share 1 x the kept fraction, half-life 30
     assert strat.option("explore") == "random" and strat.option("explore_by_width") and strat.plans_per_client
+    assert strat.option("explore_half_life") == 30.0
     imp = channel_importance(m, analysis_for(m, x))
     for ratio in RATIOS:
         ref = submodel.plan("fiarse-structured", m, ratio, example_input=x)
-        for r in (0, 100):  # constant over rounds
+        for r in (0, 30):  # the share at round 30 is half the first round's
             plans = strat.make_plans(m, {0: ratio, 1: ratio}, round=r, rng=np.random.default_rng(r),
                                      example_input=x)
             explores = False
@@ -178,7 +180,7 @@ def test_default_explores_a_share_equal_to_the_width_at_random():
                 assert [len(k) for k in p.keep] == [len(k) for k in ref.keep]
                 for keep, v, size in zip(p.keep, imp, p.leaf_sizes):
                     c = len(keep)
-                    n = int(c * c / size + 0.5) if c < size else 0
+                    n = int(0.5 ** (r / 30) * c * c / size + 0.5) if c < size else 0
                     explores = explores or n > 0
                     assert set(np.argsort(-v, kind="stable")[:c - n].tolist()) <= set(keep.tolist())
             # every client draws its own (unless the groups are too narrow to explore a channel)

@@ -19,6 +19,7 @@ import threading
 from typing import Any, Sequence
 
 from edge_sdk import __version__
+from edge_sdk.allocator import configure_allocator
 from edge_sdk.errors import EdgeSDKError
 
 # Subcommand modules, in the order `edge-sdk --help` lists them.
@@ -107,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=logging.INFO if args.verbose else logging.WARNING,
             format="%(levelname)s %(name)s: %(message)s",
         )
+        # profiles and training rounds in one allocator state, whatever ran before (see the module)
+        configure_allocator()
         return int(args.handler(args) or 0)
     except EdgeSDKError as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)

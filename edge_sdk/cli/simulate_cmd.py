@@ -232,7 +232,8 @@ def _merge_note(merge: dict | None) -> str:
         return ""
     note = ""
     if merge["refused"]:
-        note += "  refused " + ",".join(str(r["client"]) for r in merge["refused"])
+        ids = [str(r["client"]) for r in merge["refused"]]  # client ids, not a count
+        note += f"  refused client{'s' if len(ids) > 1 else ''} " + ",".join(ids)
     privacy = merge.get("privacy")
     if privacy:
         note += f"  eps {privacy['epsilon_total']:.3g} (round {privacy['epsilon_round']:.3g})"

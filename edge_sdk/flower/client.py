@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from edge_sdk.allocator import configure_allocator
 from edge_sdk.flower.codec import decode_payload
 from edge_sdk.flower.config import NodeSettings, RunSettings
 from edge_sdk.flower.records import (
@@ -112,6 +113,7 @@ def _evaluate(message: Any, context: Any) -> Any:
 def make_client_app() -> Any:
     """A ``flwr.clientapp.ClientApp`` with the edge-sdk query/train/evaluate handlers."""
     flwr = require_flwr()
+    configure_allocator()  # the node's rounds run in the allocator state its profile assumed
     app = flwr.clientapp.ClientApp()
     app.query(QUERY_ACTION)(_query)
     app.train()(_train)
