@@ -73,6 +73,10 @@ EXTRA_METHODS = {
 for _half_life in (10, 20, 40, 60):  # 30: the default, row fiarse-structured
     EXTRA_METHODS[f"fiarse-structured (random, half-life {_half_life})"] = ("fiarse-structured", {
         "explore": "random", "explore_share": 1.0, "explore_by_width": True, "explore_half_life": float(_half_life)})
+# the importance ranking remembered over rounds (an exponential average), on top of the default
+for _memory in (0.5, 0.8, 0.9):
+    EXTRA_METHODS[f"fiarse-structured (importance memory {_memory})"] = ("fiarse-structured", {
+        "importance_memory": _memory})
 FIARSE_LABELS = [m for m, (strategy, _) in {**METHODS, **EXTRA_METHODS}.items() if strategy == "fiarse"]
 # training settings: "released" is the released FIARSE code's (lr 0.1, no momentum, batch 20,
 # unweighted mean over the holders); "momentum" the earlier tables' (lr 0.05, momentum 0.9, batch 32)

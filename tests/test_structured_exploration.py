@@ -192,3 +192,55 @@ def test_plan_structured_refuses_a_selector_that_is_not_one():
     m, x = _model()
     with pytest.raises(InvalidInputError, match="ChannelSelector"):
         plan_structured("fiarse-structured", m, 0.25, example_input=x, selector=object())
+
+
+def _scaled_copy(m: torch.nn.Module, factor: float, leaf: int, units: np.ndarray) -> torch.nn.Module:
+    """``m`` with the weights of ``units`` of channel group ``leaf`` (first conv) scaled."""
+    import copy
+
+    out = copy.deepcopy(m)
+    with torch.no_grad():
+        out.features[0].weight[torch.as_tensor(units)] *= factor
+    return out
+
+
+def test_importance_memory_is_an_exponential_average_updated_once_per_round():
+    m, x = _model()
+    an = analysis_for(m, x)
+    m2 = _scaled_copy(m, 3.0, 0, np.arange(4))
+    v0, v1 = channel_importance(m, an), channel_importance(m2, analysis_for(m2, x))
+    sel = ExploringImportanceSelector(0.0, "random", memory=0.8)
+    from edge_sdk.submodel.selectors import SelectionContext
+
+    def ctx(model, r):
+        return SelectionContext(model=model, analysis=analysis_for(model, x), counts=[1] * len(v0),
+                                leaf_sizes=[len(v) for v in v0], round=r, rng=np.random.default_rng(0))
+
+    assert all(np.allclose(a, b) for a, b in zip(sel.importance(ctx(m, 0)), v0))  # first round: itself
+    want = [0.8 * a + 0.2 * b for a, b in zip(v0, v1)]
+    assert all(np.allclose(a, b) for a, b in zip(sel.importance(ctx(m2, 1)), want))
+    assert all(np.allclose(a, b) for a, b in zip(sel.importance(ctx(m2, 1)), want))  # same round: unchanged
+    plain = ExploringImportanceSelector(0.0, "random")  # memory 0: this round's importance
+    assert all(np.array_equal(a, b) for a, b in zip(plain.importance(ctx(m2, 1)), v1))
+
+
+def test_evaluation_ranks_by_the_remembered_importance():
+    m, x = _model()
+    strat = create_strategy("fiarse-structured", importance_memory=0.9, explore="none")
+    plain = create_strategy("fiarse-structured", explore="none")
+    ratio = 1 / 4
+    first = strat.evaluation_plan(m, ratio, round=0, rng=np.random.default_rng(0), example_input=x)
+    # the next round's model ranks other channels of the first group first: boost the least important ones
+    an = analysis_for(m, x)
+    v0 = channel_importance(m, an)[0]
+    c = len(first.keep[0])
+    m2 = _scaled_copy(m, 3.0, 0, np.argsort(v0, kind="stable")[:c])
+    v1 = channel_importance(m2, analysis_for(m2, x))[0]
+    now = plain.evaluation_plan(m2, ratio, round=1, rng=np.random.default_rng(0), example_input=x)
+    remembered = strat.evaluation_plan(m2, ratio, round=1, rng=np.random.default_rng(0), example_input=x)
+    assert np.array_equal(now.keep[0], np.sort(np.argsort(-v1, kind="stable")[:c]))
+    assert np.array_equal(remembered.keep[0], np.sort(np.argsort(-(0.9 * v0 + 0.1 * v1), kind="stable")[:c]))
+    assert not np.array_equal(now.keep[0], remembered.keep[0])  # the memory changes the ranking
+    assert len(set(remembered.keep[0]) & set(first.keep[0])) > len(set(now.keep[0]) & set(first.keep[0]))
+    with pytest.raises(InvalidInputError, match="importance_memory"):
+        create_strategy("fiarse-structured", importance_memory=1.0)

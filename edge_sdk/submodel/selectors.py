@@ -221,17 +221,36 @@ class ExploringImportanceSelector(ChannelSelector):
     name = "fiarse-structured"
 
     def __init__(self, explore: float = 0.0, mode: str = "rolling", half_life: float = 0.0,
-                 by_width: bool = False) -> None:
+                 by_width: bool = False, memory: float = 0.0) -> None:
         if isinstance(explore, bool) or not isinstance(explore, numbers.Real) or not 0.0 <= explore <= 1.0:
             raise InvalidInputError(f"explore={explore!r} is not accepted; expected a number in [0, 1]")
         if mode not in EXPLORE_MODES:
             raise InvalidInputError(f"mode={mode!r} is not accepted; expected one of {', '.join(EXPLORE_MODES)}")
         if isinstance(half_life, bool) or not isinstance(half_life, numbers.Real) or not half_life >= 0.0:
             raise InvalidInputError(f"half_life={half_life!r} is not accepted; expected a number >= 0")
+        if isinstance(memory, bool) or not isinstance(memory, numbers.Real) or not 0.0 <= memory < 1.0:
+            raise InvalidInputError(f"memory={memory!r} is not accepted; expected a number in [0, 1)")
         self.explore = float(explore)
         self.mode = mode
         self.half_life = float(half_life)
         self.by_width = bool(by_width)
+        self.memory = float(memory)
+        self._smoothed: list[np.ndarray] | None = None  # the importance remembered over rounds
+        self._smoothed_round = -1  # the round it was last updated for
+
+    def importance(self, ctx: SelectionContext) -> list[np.ndarray]:
+        """The importance the ranking uses: this round's, or with ``memory`` > 0 its
+        exponential average over rounds, ``s = memory x s + (1 - memory) x importance``,
+        updated once per round number it is asked for (other channel groups start it anew)."""
+        current = ctx.importance()
+        if self.memory == 0.0:
+            return current
+        if self._smoothed is None or [len(v) for v in self._smoothed] != [len(v) for v in current]:
+            self._smoothed, self._smoothed_round = [v.astype(np.float64) for v in current], ctx.round
+        elif ctx.round != self._smoothed_round:
+            self._smoothed = [self.memory * s + (1.0 - self.memory) * v for s, v in zip(self._smoothed, current)]
+            self._smoothed_round = ctx.round
+        return self._smoothed
 
     def share(self, round: int) -> float:
         """The exploration share at ``round``."""
@@ -248,7 +267,7 @@ class ExploringImportanceSelector(ChannelSelector):
 
     def select(self, ctx: SelectionContext) -> list[np.ndarray]:
         out = []
-        for v, c, s in zip(ctx.importance(), ctx.counts, ctx.leaf_sizes):
+        for v, c, s in zip(self.importance(ctx), ctx.counts, ctx.leaf_sizes):
             n = self.explored(c, s, ctx.round)
             order = np.argsort(-v, kind="stable")
             top = order[:c - n]
@@ -263,3 +282,16 @@ class ExploringImportanceSelector(ChannelSelector):
                 extra = ctx.rng.choice(rest, size=n, replace=False)
             out.append(np.sort(np.concatenate([top, extra])).astype(np.int64))
         return out
+
+
+class RememberedRanking(ChannelSelector):
+    """The top units by the importance ``source`` remembers (no exploration): how a
+    :class:`ExploringImportanceSelector` with memory ranks a size for evaluation and export."""
+
+    name = "fiarse-structured"
+
+    def __init__(self, source: ExploringImportanceSelector) -> None:
+        self.source = source
+
+    def select(self, ctx: SelectionContext) -> list[np.ndarray]:
+        return [np.sort(np.argsort(-v, kind="stable")[:c]) for v, c in zip(self.source.importance(ctx), ctx.counts)]
