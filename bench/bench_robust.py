@@ -241,12 +241,24 @@ def render(args: argparse.Namespace) -> None:
                 lines.append(f"| {s} | {a} | {fr:.0%} | " + " | ".join(txt) + f" | {n} |")
     # bars
     lines += ["", "## Bars", "",
-              "Loss = accuracy without attack minus with attack (same rule, same seeds), in points.", "",
-              "| strategy | attack | plain mean loss | best rule | its loss | bar (best < 2, mean > 20) |",
-              "|---|---|---:|---|---:|---|"]
+              "Loss = accuracy without attack minus with attack (same rule, same seeds), in points. Against the "
+              "ideal defence: the accuracy with the attackers `absent` (they send nothing, so exactly they are "
+              "left out, their data with them; plain mean) minus the best rule's under attack, paired by seed.", "",
+              "| strategy | attack | plain mean loss | best rule | its loss | bar (best < 2, mean > 20) | "
+              "loss of the attackers' data alone (absent) | best rule against the ideal defence |",
+              "|---|---|---:|---|---:|---|---:|---:|"]
     bars = []
+
+    def by_seed(s: str, a: str, fr: float, rule: str) -> dict[int, float]:
+        return {r["seed"]: r["final_average"] for r in grid
+                if (r["strategy"], r["attack"], r["rule"]) == (s, a, rule) and (a == "none" or r["fraction"] == fr)}
+
+    def paired(x: dict[int, float], y: dict[int, float]) -> str:
+        seeds = sorted(set(x) & set(y))
+        return f"{statistics.fmean(x[k] - y[k] for k in seeds) * 100:.2f}" if seeds else "-"
+
     for s in strategies:
-        for a in [a for a in attacks if a != "none"]:
+        for a in [a for a in attacks if a not in ("none", "absent")]:
             for fr in args.fractions:
                 if fr != max(args.fractions):
                     continue
@@ -264,8 +276,10 @@ def render(args: argparse.Namespace) -> None:
                 best = min((r for r in losses if r != "none"), key=lambda r: losses[r])
                 ok = losses[best] < 2 and losses["none"] > 20
                 bars.append(ok)
+                absent = by_seed(s, "absent", fr, "none")
                 lines.append(f"| {s} | {a} | {losses['none']:.2f} | {best} | {losses[best]:.2f} | "
-                             f"{'met' if ok else 'not met'} |")
+                             f"{'met' if ok else 'not met'} | {paired(by_seed(s, 'none', fr, 'none'), absent)} | "
+                             f"{paired(absent, by_seed(s, a, fr, best))} |")
     # no-attack cost
     lines += ["", "Without attack, each robust rule against the plain mean (points, paired by seed):", "",
               "| strategy | " + " | ".join(r for r in rules if r != "none") + " |",

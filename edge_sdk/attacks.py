@@ -31,6 +31,7 @@ class Attack:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     default: ClassVar[float | None] = None  # the parameter when ``NAME`` comes without ``:PARAM``
+    sends_update: ClassVar[bool] = True  # False: the attacker sends nothing (simulation only)
 
     def __init__(self, param: float | None = None) -> None:
         if param is None:
@@ -108,12 +109,24 @@ class Samples(Attack):
         return dataclasses.replace(update, num_samples=max(1, int(self.param)))  # type: ignore[arg-type]
 
 
+@register_attack
+class Absent(Attack):
+    """The attackers send nothing, every round: what a defence that refused exactly the
+    attackers and nobody else would keep (their data is lost with them). The reference a
+    defence's loss is measured against; a simulation attack only (a Flower node that sends
+    nothing is a node that is off: stop it)."""
+
+    name = "absent"
+    summary = "send no update at all (the ideal-defence reference: attackers' data is lost, nothing else)"
+    sends_update = False
+
+
 def attack_names() -> tuple[str, ...]:
     return tuple(_ATTACKS)
 
 
 def make_attack(spec: str | Attack | None) -> Attack:
-    """``"sign-flip"``, ``"scale:10"``, ``"samples:1e9"``, ``"noise:0.5"`` or ``"none"``."""
+    """``"sign-flip"``, ``"scale:10"``, ``"samples:1e9"``, ``"noise:0.5"``, ``"absent"`` or ``"none"``."""
     if isinstance(spec, Attack):
         return spec
     name, param = split_spec("none" if spec is None else spec, "attack", tuple(_ATTACKS))

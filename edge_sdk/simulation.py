@@ -386,7 +386,8 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
                                     rng=plan_rng, example_input=example_input)
         device_dp = strategy.client_privacy(plans, global_model)
         updates, losses, weights, accs = [], [], [], []
-        for c in clients:
+        senders = [c for c in clients if attack.sends_update or c not in attackers]  # "absent": nothing sent
+        for c in senders:
             sub = strategy.extract(plans[c], global_model)
             update = train_local(sub, loaders[c], plans[c], **train_kwargs)
             if device_dp[c] or c in attackers:
@@ -402,7 +403,12 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
                 losses.append(loss)
                 weights.append(update.num_samples)
             accs.append(_evaluate(sub, client_test[c])["accuracy"] if len(test_parts[c]) else float("nan"))
-        global_model, merge_report = _merge(strategy, global_model, updates, [plans[c] for c in clients], r, clients)
+        if updates:
+            global_model, merge_report = _merge(strategy, global_model, updates, [plans[c] for c in senders], r,
+                                                senders)
+        else:  # every sampled client is an absent attacker: nothing to merge
+            merge_report = {"rule": strategy.merge_settings.merge_rule.spec, "merged": 0, "updates": 0,
+                            "refused": [], "duplicates": [], "privacy": None}
         evaluate_now = (r + 1) % config.eval_every == 0 or r + 1 == config.rounds
         global_acc = evaluation.global_accuracy(global_model, r, test_loader) if evaluate_now else {}
         metrics = RoundMetrics(

@@ -231,3 +231,19 @@ def test_cosine_check_on_a_tier_holding_part_of_the_model():
     s.merge(m, ups)
     (refused,) = s.last_report["merge"]["refused"]
     assert refused["update"] == 4 and refused["cosine"] < -0.5
+
+
+def test_absent_attackers_send_nothing_and_nobody_else_is_affected():
+    """attack="absent": the attackers' updates are never merged (the ideal-defence reference)."""
+    from edge_sdk.flower.config import NodeSettings
+    from edge_sdk.simulation import SimulationConfig, run_simulation
+
+    cfg = dict(strategy="heterofl", clients=6, tiers="1,1/4", rounds=2, local_steps=1, batch_size=16, seed=1)
+    doc = json.loads(run_simulation(SimulationConfig(**cfg, attack="absent", attackers=0.34)).to_json())
+    attackers = doc["attack"]["clients"]
+    assert len(attackers) == 2 and not make_attack("absent").sends_update
+    for rnd in doc["rounds"]:
+        assert rnd["merge"]["updates"] == 4 and rnd["clients"] == 6  # sampled, but only 4 sent
+    with pytest.raises(InvalidInputError, match="absent.*Flower"):
+        NodeSettings.from_config({"attack": "absent"})
+    assert NodeSettings.from_config({"attack": "sign-flip"}).attack == "sign-flip"

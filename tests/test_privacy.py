@@ -128,3 +128,21 @@ def test_dp_refuses_what_breaks_its_sensitivity(kw):
 def test_dp_settings_checked(kw):
     with pytest.raises(InvalidInputError):
         DPSettings(**kw)
+
+
+def test_noised_batchnorm_variances_stay_nonnegative():
+    """Noise far above the variances: the merged running_var is clamped at 0 (post-processing),
+    the other BatchNorm tensors keep their noise (they may be negative)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 64), nn.BatchNorm1d(64))
+    plan = None
+    state = model.state_dict()
+    updates = [Update("fedavg", plan, {n: t.clone() for n, t in state.items()}, 10 + i) for i in range(3)]
+    strategy = create_strategy("fedavg", seed=1, merge=MergeSettings(dp=DPSettings(clip=1.0, noise=50.0,
+                                                                                    reproducible=True)))
+    strategy.merge(model, updates, round=0)
+    var, mean = model[1].running_var, model[1].running_mean
+    assert float(var.min()) >= 0.0 and int((var == 0).sum()) > 10  # without the clamp about half are < 0
+    assert float(mean.min()) < -1.0  # the means are noised as before
+    out = model.eval()(torch.randn(8, 4))
+    assert bool(torch.isfinite(out).all())

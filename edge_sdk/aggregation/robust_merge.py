@@ -337,6 +337,11 @@ def robust_values(state: dict[str, torch.Tensor], updates: Sequence[Any], settin
         held_total += int(where.sum())
         result = flat.to(val.dtype) + torch.where(where, val, torch.zeros((), dtype=val.dtype))
         result = torch.where(where, result.to(target.dtype), flat).reshape(target.shape)
+        if dp is not None and name.endswith("running_var"):
+            # noise can push a merged variance below 0, and a negative variance makes every later
+            # forward pass NaN; clamping is post-processing of the noised release (the DP
+            # guarantee is unchanged)
+            result = result.clamp(min=0.0)
         if not bool(torch.isfinite(result).all()):
             raise UpdateRejectedError(f"merge ({rule.spec}): {name!r} would become non-finite; update "
                                       f"{index[_largest(blocks, keep)]} holds its largest change; the global "

@@ -318,7 +318,9 @@ class NodeSettings:
         if s.attack and s.attack != CORRUPT:
             from edge_sdk.attacks import make_attack
 
-            make_attack(s.attack)  # checks the spec
+            if not make_attack(s.attack).sends_update:  # checks the spec
+                raise InvalidInputError(f"node config attack={s.attack!r} is not accepted on Flower: a node that "
+                                        "sends nothing is a node that is off (stop it); the attack is for simulation")
         if s.partition_id >= s.num_partitions:
             raise InvalidInputError(f"node config partition-id={s.partition_id} is not accepted; "
                                     f"expected 0 <= partition-id < num-partitions ({s.num_partitions})")

@@ -7,6 +7,8 @@ by at most C in L2 whatever it holds, so Gaussian noise of standard deviation z*
 sum gives the Gaussian mechanism with noise multiplier z. In the mean of coordinate j,
 divided by its n_j holders, that noise is z*C/n_j: a coordinate two clients hold gets ten
 times the noise of one twenty hold, which is exactly what its smaller crowd needs.
+BatchNorm running variances that the noise pushes below 0 are clamped at 0 after the merge
+(post-processing: the guarantee is unchanged; a negative variance makes every forward NaN).
 
 Server mode adds the z*C noise to each sum. Client mode has each device add noise of
 standard deviation z*C/sqrt(m_i) to its clipped change, m_i the fewest holders of any
