@@ -136,13 +136,10 @@ def _ms(v: list[float]) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from federation_args import add_federation_args  # bench/federation_args.py
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--local-steps", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--clients", type=int, default=20)
-    ap.add_argument("--alpha", type=float, default=0.3)
+    add_federation_args(ap)
     ap.add_argument("--width", type=float, default=3.0)
     ap.add_argument("--holdout", type=int, default=400, help="training signals held out as the server's proxy set")
     ap.add_argument("--temperature", type=float, default=3.0)

@@ -258,24 +258,21 @@ def render(args: argparse.Namespace) -> None:
         return {r["seed"]: r["final_average"] for r in grid
                 if (r["strategy"], r["attack"], r["rule"]) == (s, a, rule) and (a == "none" or r["fraction"] == fr)}
 
-    def paired(x: dict[int, float], y: dict[int, float]) -> str:
+    def diff_points(x: dict[int, float], y: dict[int, float]) -> float | None:
+        """Mean of x - y over the seeds both have, in points (None: no common seed)."""
         seeds = sorted(set(x) & set(y))
-        return f"{statistics.fmean(x[k] - y[k] for k in seeds) * 100:.2f}" if seeds else "-"
+        return statistics.fmean(x[k] - y[k] for k in seeds) * 100 if seeds else None
+
+    def cell_text(value: float | None, spec: str = ".2f") -> str:
+        return "-" if value is None else format(value, spec)
 
     for s in strategies:
         for a in [a for a in attacks if a not in ("none", "absent")]:
             for fr in args.fractions:
                 if fr != max(args.fractions):
                     continue
-                losses = {}
-                for rule in rules:
-                    clean = {r["seed"]: r["final_average"] for r in grid if (r["strategy"], r["attack"], r["rule"]) ==
-                             (s, "none", rule)}
-                    hit = {r["seed"]: r["final_average"] for r in grid if (r["strategy"], r["attack"], r["fraction"],
-                                                                             r["rule"]) == (s, a, fr, rule)}
-                    seeds = sorted(set(clean) & set(hit))
-                    if seeds:
-                        losses[rule] = statistics.fmean(clean[k] - hit[k] for k in seeds) * 100
+                losses = {rule: d for rule in rules
+                          if (d := diff_points(by_seed(s, "none", fr, rule), by_seed(s, a, fr, rule))) is not None}
                 if "none" not in losses or len(losses) < 2:
                     continue
                 best = min((r for r in losses if r != "none"), key=lambda r: losses[r])
@@ -285,21 +282,16 @@ def render(args: argparse.Namespace) -> None:
                 robust = [r for r in rules if r != "none" and by_seed(s, a, fr, r)]
                 top = max(robust, key=lambda r: statistics.fmean(by_seed(s, a, fr, r).values()))
                 lines.append(f"| {s} | {a} | {losses['none']:.2f} | {best} | {losses[best]:.2f} | "
-                             f"{'met' if ok else 'not met'} | {paired(by_seed(s, 'none', fr, 'none'), absent)} | "
-                             f"{top}: {paired(absent, by_seed(s, a, fr, top))} |")
+                             f"{'met' if ok else 'not met'} | "
+                             f"{cell_text(diff_points(by_seed(s, 'none', fr, 'none'), absent))} | "
+                             f"{top}: {cell_text(diff_points(absent, by_seed(s, a, fr, top)))} |")
     # no-attack cost
     lines += ["", "Without attack, each robust rule against the plain mean (points, paired by seed):", "",
               "| strategy | " + " | ".join(r for r in rules if r != "none") + " |",
               "|---|" + "---:|" * (len(rules) - 1)]
     for s in strategies:
-        row = []
-        for rule in rules:
-            if rule == "none":
-                continue
-            a = {r["seed"]: r["final_average"] for r in grid if (r["strategy"], r["attack"], r["rule"]) == (s, "none", rule)}
-            b = {r["seed"]: r["final_average"] for r in grid if (r["strategy"], r["attack"], r["rule"]) == (s, "none", "none")}
-            seeds = sorted(set(a) & set(b))
-            row.append(f"{statistics.fmean(a[k] - b[k] for k in seeds) * 100:+.2f}" if seeds else "-")
+        row = [cell_text(diff_points(by_seed(s, "none", 0.0, rule), by_seed(s, "none", 0.0, "none")), "+.2f")
+               for rule in rules if rule != "none"]
         lines.append(f"| {s} | " + " | ".join(row) + " |")
     honest = sum(r["honest_refused"] for r in grid)
     total_refused = sum(sum(r["refused_per_round"]) for r in grid)

@@ -29,6 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import machine_info, machine_markdown  # noqa: E402  (bench/machine.py)
+from federation_args import add_federation_args  # noqa: E402  (bench/federation_args.py)
 
 TIERS = "1,1/4,1/16,1/64"
 BASELINES = ("heterofl", "fedrolex", "feddropout")
@@ -172,12 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="mnist1d", choices=("mnist1d", "digits"))
     ap.add_argument("--model", default="cnn1d")
     ap.add_argument("--width", type=float, default=3.0, help="model width multiplier")
-    ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--local-steps", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--clients", type=int, default=20)
-    ap.add_argument("--alpha", type=float, default=0.3)
+    add_federation_args(ap)
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rows", nargs="+", default=["importance", "default", *BASELINES], choices=list(ROWS),

@@ -403,12 +403,7 @@ def _run(config: SimulationConfig, progress: Callable[[RoundMetrics], None] | No
                 losses.append(loss)
                 weights.append(update.num_samples)
             accs.append(_evaluate(sub, client_test[c])["accuracy"] if len(test_parts[c]) else float("nan"))
-        if updates:
-            global_model, merge_report = _merge(strategy, global_model, updates, [plans[c] for c in senders], r,
-                                                senders)
-        else:  # every sampled client is an absent attacker: nothing to merge
-            merge_report = {"rule": strategy.merge_settings.merge_rule.spec, "merged": 0, "updates": 0,
-                            "refused": [], "duplicates": [], "privacy": None}
+        global_model, merge_report = _merge(strategy, global_model, updates, [plans[c] for c in senders], r, senders)
         evaluate_now = (r + 1) % config.eval_every == 0 or r + 1 == config.rounds
         global_acc = evaluation.global_accuracy(global_model, r, test_loader) if evaluate_now else {}
         metrics = RoundMetrics(
@@ -458,12 +453,14 @@ def _merge(strategy: Strategy, global_model: nn.Module, updates: list[Any], assi
            clients: list[int]) -> tuple[nn.Module, dict[str, Any]]:
     """The round's merge as a server runs it: updates the strategy refuses (its
     :meth:`~edge_sdk.strategies.Strategy.screen`) are dropped and listed, the rest merged
-    (none left: the global model is kept). Returns the model and the report by client id."""
+    (none left, or none sent: the global model is kept). Returns the model and the report by
+    client id."""
     refused = dict(strategy.screen(global_model, updates, assigned=assigned))
     keep = [i for i in range(len(updates)) if i not in refused]
     dropped = [{"client": clients[i], "reason": why} for i, why in refused.items()]
     if not keep:
-        logger.warning("round %d: every update refused; the global model is kept", r + 1)
+        if updates:
+            logger.warning("round %d: every update refused; the global model is kept", r + 1)
         return global_model, {"rule": strategy.merge_settings.merge_rule.spec, "merged": 0, "updates": len(updates),
                               "refused": dropped, "duplicates": [], "privacy": None}
     global_model = strategy.merge(global_model, [updates[i] for i in keep], round=r,

@@ -86,24 +86,23 @@ class FiarseStructured(Strategy):
 
     def plan(self, global_model: nn.Module, ratio: float, *, round: int, rng: np.random.Generator,
              example_input: torch.Tensor | None = None) -> Any:
-        from edge_sdk import submodel
-        from edge_sdk.submodel.structured import plan_structured
-
-        if self._selector is None or float(ratio) >= 1.0:
-            return submodel.plan(self.plan_name, global_model, float(ratio), round=round,
-                                 example_input=example_input, rng=rng)
-        return plan_structured(self.plan_name, global_model, submodel.check_ratio(ratio), round=round,
-                               example_input=example_input, rng=rng, selector=self._selector)
+        return self._plan_with(self._selector, global_model, ratio, round, rng, example_input)
 
     def evaluation_plan(self, global_model: nn.Module, ratio: float, *, round: int, rng: np.random.Generator,
                         example_input: torch.Tensor | None = None) -> Any:
         """The importance ranking alone (no exploration; with ``importance_memory``, the
         remembered ranking the clients trained by)."""
+        return self._plan_with(self._ranking, global_model, ratio, round, rng, example_input)
+
+    def _plan_with(self, selector: Any, global_model: nn.Module, ratio: float, round: int,
+                   rng: np.random.Generator, example_input: torch.Tensor | None) -> Any:
+        """The plan ``selector`` picks; the registered importance ranking when it is None, and
+        the whole model at size 1."""
         from edge_sdk import submodel
         from edge_sdk.submodel.structured import plan_structured
 
-        if self._ranking is None or float(ratio) >= 1.0:
+        if selector is None or float(ratio) >= 1.0:
             return submodel.plan(self.plan_name, global_model, float(ratio), round=round,
                                  example_input=example_input, rng=rng)
         return plan_structured(self.plan_name, global_model, submodel.check_ratio(ratio), round=round,
-                               example_input=example_input, rng=rng, selector=self._ranking)
+                               example_input=example_input, rng=rng, selector=selector)

@@ -174,12 +174,17 @@ def checked_selection(sel: ChannelSelector, ctx: SelectionContext) -> list[np.nd
     return out
 
 
+def top_units(importance: list[np.ndarray], counts: list[int]) -> list[np.ndarray]:
+    """Per group, the sorted indices of its ``count`` most important units (ties: lower index first)."""
+    return [np.sort(np.argsort(-v, kind="stable")[:c]) for v, c in zip(importance, counts)]
+
+
 @register_selector("fiarse-structured")
 class ImportanceSelector(ChannelSelector):
     """The units of largest importance (ties: lower index first)."""
 
     def select(self, ctx: SelectionContext) -> list[np.ndarray]:
-        return [np.sort(np.argsort(-v, kind="stable")[:c]) for v, c in zip(ctx.importance(), ctx.counts)]
+        return top_units(ctx.importance(), ctx.counts)
 
 
 @register_selector("heterofl")
@@ -294,4 +299,4 @@ class RememberedRanking(ChannelSelector):
         self.source = source
 
     def select(self, ctx: SelectionContext) -> list[np.ndarray]:
-        return [np.sort(np.argsort(-v, kind="stable")[:c]) for v, c in zip(self.source.importance(ctx), ctx.counts)]
+        return top_units(self.source.importance(ctx), ctx.counts)
