@@ -77,6 +77,14 @@ for _half_life in (10, 20, 40, 60):  # 30: the default, row fiarse-structured
 for _memory in (0.5, 0.8, 0.9):
     EXTRA_METHODS[f"fiarse-structured (importance memory {_memory})"] = ("fiarse-structured", {
         "importance_memory": _memory})
+# a channel kept at a size in the previous round counts (1 + h) times its importance, on top of the
+# default; h = 100 freezes the first round's ranking (with and without the default's exploration)
+for _hysteresis in (0.1, 0.3):
+    EXTRA_METHODS[f"fiarse-structured (rank hysteresis {_hysteresis:g})"] = ("fiarse-structured", {
+        "rank_hysteresis": _hysteresis})
+EXTRA_METHODS["fiarse-structured (frozen ranking)"] = ("fiarse-structured", {"rank_hysteresis": 100.0})
+EXTRA_METHODS["fiarse-structured (importance only, frozen ranking)"] = ("fiarse-structured", {
+    "explore": "none", "rank_hysteresis": 100.0})
 FIARSE_LABELS = [m for m, (strategy, _) in {**METHODS, **EXTRA_METHODS}.items() if strategy == "fiarse"]
 # training settings: "released" is the released FIARSE code's (lr 0.1, no momentum, batch 20,
 # unweighted mean over the holders); "momentum" the earlier tables' (lr 0.05, momentum 0.9, batch 32)

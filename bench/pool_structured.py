@@ -22,7 +22,9 @@ TABLES = {
 }
 BASELINES = ("heterofl", "fedrolex", "feddropout")
 ROWS = ("fiarse-structured", "fiarse-structured (random, constant share)", "fiarse-structured (random, half-life 40)",
-        "fiarse-structured (importance memory 0.5)")
+        "fiarse-structured (importance memory 0.5)", "fiarse-structured (rank hysteresis 0.1)",
+        "fiarse-structured (rank hysteresis 0.3)", "fiarse-structured (frozen ranking)",
+        "fiarse-structured (importance only, frozen ranking)")
 
 
 def pooled(files: tuple[str, ...]) -> tuple[list[str], dict[str, dict[str, list[float]]]]:
@@ -47,7 +49,10 @@ def markdown() -> str:
              "default (explored share halving every 30 rounds), chosen among half-lives 10-60 and the constant "
              "share on seeds 0-2; seeds 3-5 were run afterwards for it, half-life 40, the constant share (the "
              "earlier default) and the baselines; the importance-memory row (an average of the importance over "
-             "rounds, on top of the default) was tried after that, on all six seeds.", ""]
+             "rounds, on top of the default) was tried after that, on all six seeds, and last (session 6, all six "
+             "seeds, with the evaluation ranking the merged model as the next round does) the rank-hysteresis "
+             "rows: a channel a size kept in the previous round counts (1 + h) times its importance; "
+             "`frozen ranking` is h = 100, with the default's exploration or without any.", ""]
     for title, files in TABLES.items():
         tiers, runs = pooled(files)
         mean = {m: {t: statistics.fmean(v) * 100 for t, v in per.items()} for m, per in runs.items()}

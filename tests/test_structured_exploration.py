@@ -244,3 +244,79 @@ def test_evaluation_ranks_by_the_remembered_importance():
     assert len(set(remembered.keep[0]) & set(first.keep[0])) > len(set(now.keep[0]) & set(first.keep[0]))
     with pytest.raises(InvalidInputError, match="importance_memory"):
         create_strategy("fiarse-structured", importance_memory=1.0)
+
+
+def _ctx(model, x, counts, r):
+    from edge_sdk.submodel.selectors import SelectionContext
+
+    an = analysis_for(model, x)
+    return SelectionContext(model=model, analysis=an, counts=counts, leaf_sizes=list(an.leaf_sizes), round=r,
+                            rng=np.random.default_rng(0))
+
+
+def test_rank_hysteresis_keeps_a_kept_channel_until_a_challenger_is_1_plus_h_times_as_important():
+    m, x = _model()
+    v0 = channel_importance(m, analysis_for(m, x))[0]
+    counts = [max(1, len(v) // 4) for v in channel_importance(m, analysis_for(m, x))]
+    c = counts[0]
+    order = np.argsort(-v0, kind="stable")
+    kept, challenger = order[c - 1], order[c]  # the last kept unit and the first one left out
+    sel = ExploringImportanceSelector(0.0, "random", hysteresis=0.5)
+    first = sel.select(_ctx(m, x, counts, 0))[0]
+    assert kept in first and challenger not in first
+
+    def challenger_at(times: float) -> torch.nn.Module:
+        """``m`` with the challenger ``times`` as important as the last kept unit (its first conv scaled)."""
+        rest = channel_importance(_scaled_copy(m, 0.0, 0, np.array([challenger])), analysis_for(m, x))[0][challenger]
+        factor = np.sqrt((times * v0[kept] - rest) / (v0[challenger] - rest))
+        out = _scaled_copy(m, float(factor), 0, np.array([challenger]))
+        assert np.isclose(channel_importance(out, analysis_for(out, x))[0][challenger], times * v0[kept])
+        return out
+
+    # the next round the challenger is 1.4 x as important as the last kept unit: it stays out
+    m2 = challenger_at(1.4)
+    assert np.array_equal(sel.select(_ctx(m2, x, counts, 1))[0], first)
+    assert np.array_equal(sel.select(_ctx(m2, x, counts, 1))[0], first)  # once per round: the same
+    plain = ExploringImportanceSelector(0.0, "random")  # h = 0 ranks afresh: the challenger is in
+    assert challenger in plain.select(_ctx(m2, x, counts, 1))[0]
+    # at 1.6 x it takes the place
+    now = sel.select(_ctx(challenger_at(1.6), x, counts, 2))[0]
+    assert challenger in now and kept not in now and len(now) == c
+    with pytest.raises(InvalidInputError, match="hysteresis"):
+        ExploringImportanceSelector(0.0, "random", hysteresis=-1.0)
+    with pytest.raises(InvalidInputError, match="rank_hysteresis"):
+        create_strategy("fiarse-structured", rank_hysteresis=-0.5)
+
+
+def test_rank_hysteresis_is_kept_per_size_and_used_by_evaluation():
+    m, x = _model()
+    strat = create_strategy("fiarse-structured", explore="none", rank_hysteresis=100.0)
+    plain = create_strategy("fiarse-structured", explore="none")
+    rng = np.random.default_rng(0)
+    first = {r: strat.plan(m, r, round=0, rng=rng, example_input=x) for r in RATIOS}
+    # the next model ranks the least important channels of the first group first
+    v0 = channel_importance(m, analysis_for(m, x))[0]
+    m2 = _scaled_copy(m, 3.0, 0, np.argsort(v0, kind="stable")[:len(v0) // 2])
+    for r in RATIOS:
+        frozen = strat.evaluation_plan(m2, r, round=0, rng=rng, example_input=x)
+        assert [k.tolist() for k in frozen.keep] == [k.tolist() for k in first[r].keep]  # every size frozen
+        assert strat.plan(m2, r, round=1, rng=rng, example_input=x).keep[0].tolist() == frozen.keep[0].tolist()
+        moved = plain.evaluation_plan(m2, r, round=0, rng=rng, example_input=x)
+        assert moved.keep[0].tolist() != frozen.keep[0].tolist()
+
+
+def test_evaluation_after_a_round_ranks_the_merged_model_as_the_next_round_will():
+    # with memory, the model evaluated after round r is the one round r + 1 plans from: its own
+    # importance is part of the ranking, and the next round's plan does not count it twice
+    m, x = _model()
+    v0 = channel_importance(m, analysis_for(m, x))[0]
+    m2 = _scaled_copy(m, 3.0, 0, np.argsort(v0, kind="stable")[:4])
+    v1 = channel_importance(m2, analysis_for(m2, x))[0]
+    strat = create_strategy("fiarse-structured", importance_memory=0.5, explore="none")
+    rng = np.random.default_rng(0)
+    trained = strat.plan(m, 1 / 4, round=0, rng=rng, example_input=x)  # round 0 plans from m
+    c = len(trained.keep[0])
+    evaluated = strat.evaluation_plan(m2, 1 / 4, round=0, rng=rng, example_input=x)  # m2: after round 0
+    want = np.sort(np.argsort(-(0.5 * v0 + 0.5 * v1), kind="stable")[:c])
+    assert np.array_equal(evaluated.keep[0], want)
+    assert np.array_equal(strat.plan(m2, 1 / 4, round=1, rng=rng, example_input=x).keep[0], want)

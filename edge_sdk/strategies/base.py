@@ -5,7 +5,8 @@ each client's submodel plan (:meth:`Strategy.make_plans`), the options its local
 needs (:meth:`Strategy.train_options`), how the updates merge into the global model
 (:meth:`Strategy.merge`), and which model stands for a size when the run is evaluated or
 exported (:meth:`Strategy.evaluation_plan`, :meth:`Strategy.tier_model`). It holds no
-global model and sends no message: ``edge_sdk.simulation`` and the Flower ServerApp drive
+global model (only what its own method keeps between rounds, such as fiarse-structured's
+remembered ranking: one object per run) and sends no message: ``edge_sdk.simulation`` and the Flower ServerApp drive
 the same objects and differ only in how the plans and updates travel (the pattern of
 Flower's ``Strategy.start()`` over a ``Grid``).
 """

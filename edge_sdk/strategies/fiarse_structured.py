@@ -41,6 +41,11 @@ class FiarseStructured(Strategy):
     rounds (``s = m x s + (1 - m) x importance``, kept by this object between rounds; the
     evaluation plans use it too). Measured (bench/bench_structured_pooled.md): m = 0.5 helps
     digits/resnet8 at size 1/4 on one seed set and not on the other; it is off by default.
+    ``rank_hysteresis`` h > 0 keeps a size's ranking stable: a channel kept at that size in
+    the previous round counts (1 + h) times its importance (h = 100 freezes the first round's
+    ranking). Measured: it lowers every small size on both tables (the ranking's movement is
+    what the small sizes gain from); it is off by default. With either option the strategy
+    keeps state between rounds (one object per run).
     """
 
     name = "fiarse-structured"
@@ -59,6 +64,9 @@ class FiarseStructured(Strategy):
         Option("importance_memory", float, 0.0, "rank channels by an exponential average of their importance "
                "over rounds, s = m x s + (1 - m) x importance, in [0, 1) (0: this round's importance only)",
                minimum=0.0),
+        Option("rank_hysteresis", float, 0.0, "a channel kept at a size in the previous round counts (1 + h) "
+               "times its importance when that size is ranked again, h >= 0 (0: rank afresh every round)",
+               minimum=0.0),
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -76,11 +84,13 @@ class FiarseStructured(Strategy):
                                     "expected a number in [0, 1)")
         mode = self.option("explore")
         explores = mode != "none" and share > 0.0
-        self._selector = None if not explores and memory == 0.0 else ExploringImportanceSelector(
+        hysteresis = self.option("rank_hysteresis")
+        stateful = memory > 0.0 or hysteresis > 0.0  # the ranking depends on earlier rounds
+        self._selector = None if not explores and not stateful else ExploringImportanceSelector(
             share if explores else 0.0, "random" if mode == "none" else mode, self.option("explore_half_life"),
-            self.option("explore_by_width"), memory)
+            self.option("explore_by_width"), memory, hysteresis)
         # evaluation: the same (remembered) ranking without exploration
-        self._ranking = None if memory == 0.0 else RememberedRanking(self._selector)
+        self._ranking = RememberedRanking(self._selector) if stateful else None
         # random exploration: every client draws its own channels
         self.plans_per_client = explores and mode == "random"
 

@@ -226,7 +226,7 @@ class ExploringImportanceSelector(ChannelSelector):
     name = "fiarse-structured"
 
     def __init__(self, explore: float = 0.0, mode: str = "rolling", half_life: float = 0.0,
-                 by_width: bool = False, memory: float = 0.0) -> None:
+                 by_width: bool = False, memory: float = 0.0, hysteresis: float = 0.0) -> None:
         if isinstance(explore, bool) or not isinstance(explore, numbers.Real) or not 0.0 <= explore <= 1.0:
             raise InvalidInputError(f"explore={explore!r} is not accepted; expected a number in [0, 1]")
         if mode not in EXPLORE_MODES:
@@ -235,6 +235,8 @@ class ExploringImportanceSelector(ChannelSelector):
             raise InvalidInputError(f"half_life={half_life!r} is not accepted; expected a number >= 0")
         if isinstance(memory, bool) or not isinstance(memory, numbers.Real) or not 0.0 <= memory < 1.0:
             raise InvalidInputError(f"memory={memory!r} is not accepted; expected a number in [0, 1)")
+        if isinstance(hysteresis, bool) or not isinstance(hysteresis, numbers.Real) or not hysteresis >= 0.0:
+            raise InvalidInputError(f"hysteresis={hysteresis!r} is not accepted; expected a number >= 0")
         self.explore = float(explore)
         self.mode = mode
         self.half_life = float(half_life)
@@ -242,6 +244,9 @@ class ExploringImportanceSelector(ChannelSelector):
         self.memory = float(memory)
         self._smoothed: list[np.ndarray] | None = None  # the importance remembered over rounds
         self._smoothed_round = -1  # the round it was last updated for
+        self.hysteresis = float(hysteresis)
+        # per size (kept counts, group sizes): the round of the last ranking, the units it kept, its order
+        self._ranked: dict[tuple, tuple[int, list[np.ndarray], list[np.ndarray]]] = {}
 
     def importance(self, ctx: SelectionContext) -> list[np.ndarray]:
         """The importance the ranking uses: this round's, or with ``memory`` > 0 its
@@ -256,6 +261,26 @@ class ExploringImportanceSelector(ChannelSelector):
             self._smoothed = [self.memory * s + (1.0 - self.memory) * v for s, v in zip(self._smoothed, current)]
             self._smoothed_round = ctx.round
         return self._smoothed
+
+    def ranking(self, ctx: SelectionContext) -> list[np.ndarray]:
+        """Per group, its units from first to last as this selector ranks them at ``ctx.round``:
+        by :meth:`importance`, where with ``hysteresis`` h > 0 the units this size kept in the
+        previous round count ``(1 + h)`` times their importance, so that a unit takes a kept
+        unit's place only when it is more than ``1 + h`` times as important (the ranking of a
+        size is computed once per round and kept for the next)."""
+        scores = self.importance(ctx)
+        if self.hysteresis == 0.0:
+            return [np.argsort(-v, kind="stable") for v in scores]
+        key = (tuple(ctx.counts), tuple(ctx.leaf_sizes))
+        last = self._ranked.get(key)
+        if last is not None and last[0] == ctx.round:
+            return last[2]
+        if last is not None and last[0] < ctx.round:
+            scores = [np.where(np.isin(np.arange(len(v)), kept), v * (1.0 + self.hysteresis), v)
+                      for v, kept in zip(scores, last[1])]
+        orders = [np.argsort(-v, kind="stable") for v in scores]
+        self._ranked[key] = (ctx.round, [o[:c] for o, c in zip(orders, ctx.counts)], orders)
+        return orders
 
     def share(self, round: int) -> float:
         """The exploration share at ``round``."""
@@ -272,9 +297,8 @@ class ExploringImportanceSelector(ChannelSelector):
 
     def select(self, ctx: SelectionContext) -> list[np.ndarray]:
         out = []
-        for v, c, s in zip(self.importance(ctx), ctx.counts, ctx.leaf_sizes):
+        for order, c, s in zip(self.ranking(ctx), ctx.counts, ctx.leaf_sizes):
             n = self.explored(c, s, ctx.round)
-            order = np.argsort(-v, kind="stable")
             top = order[:c - n]
             if n == 0:
                 out.append(np.sort(top))
@@ -290,8 +314,10 @@ class ExploringImportanceSelector(ChannelSelector):
 
 
 class RememberedRanking(ChannelSelector):
-    """The top units by the importance ``source`` remembers (no exploration): how a
-    :class:`ExploringImportanceSelector` with memory ranks a size for evaluation and export."""
+    """The top units of ``source``'s ranking (no exploration): how a
+    :class:`ExploringImportanceSelector` with memory or hysteresis ranks a size for
+    evaluation and export. A model evaluated at round r is the one round r trained, which
+    round r + 1 plans from: it is ranked as round r + 1 (so its own importance counts)."""
 
     name = "fiarse-structured"
 
@@ -299,4 +325,6 @@ class RememberedRanking(ChannelSelector):
         self.source = source
 
     def select(self, ctx: SelectionContext) -> list[np.ndarray]:
-        return top_units(self.source.importance(ctx), ctx.counts)
+        after = SelectionContext(model=ctx.model, analysis=ctx.analysis, counts=ctx.counts,
+                                 leaf_sizes=ctx.leaf_sizes, round=ctx.round + 1, rng=ctx.rng)
+        return [np.sort(order[:c]) for order, c in zip(self.source.ranking(after), ctx.counts)]
