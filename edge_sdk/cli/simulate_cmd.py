@@ -13,8 +13,6 @@ _OPTION_DEST = "strategy_option:"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from edge_sdk.strategies import strategy_class, strategy_names
-
     p = subparsers.add_parser(
         "simulate",
         help="simulate model-heterogeneous federated training in this process",
@@ -26,11 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "accuracy at every tier size, and the clients' local accuracy."
         ),
     )
-    p.add_argument("--strategy", default="fiarse", metavar="NAME",
-                   help="; ".join(f"{n}: {strategy_class(n).summary}" for n in strategy_names()) + " (default fiarse)")
-    p.add_argument("--dataset", default="mnist1d", metavar="NAME", help="mnist1d or digits (default mnist1d)")
-    p.add_argument("--model", default="cnn1d", metavar="NAME",
-                   help="reference model (default cnn1d); fedra needs vit_tiny or mixer_tiny")
+    merge = p.add_argument_group("robust merging, differential privacy, simulated attacks")
+    _add_settings(p, merge)
     p.add_argument("--width", type=float, default=None, metavar="W",
                    help="width multiplier of the global model (default: the model's own, 1)")
     p.add_argument("--clients", type=int, default=20, metavar="N", help="number of clients (default 20)")
@@ -38,14 +33,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="submodel sizes as fractions in (0,1] (default 1,1/4,1/16,1/64)")
     p.add_argument("--alpha", type=float, default=0.3, metavar="A",
                    help="Dirichlet concentration of the label split; smaller is more skewed (default 0.3)")
-    p.add_argument("--rounds", type=int, default=20, metavar="R", help="communication rounds (default 20)")
-    p.add_argument("--local-steps", type=int, default=10, metavar="K",
-                   help="local SGD steps per client and round (default 10)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="local batch size (default 32)")
-    p.add_argument("--lr", type=float, default=0.05, help="local learning rate (default 0.05)")
-    p.add_argument("--momentum", type=float, default=0.9, metavar="M",
-                   help="local SGD momentum in [0, 1) (default 0.9; the released FIARSE code uses 0)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     p.add_argument("--client-fraction", type=float, default=1.0, metavar="F",
                    help="share of clients sampled each round (default 1: all)")
     p.add_argument("--bn-stats", default="recompute", metavar="MODE",
@@ -60,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="with --server-data proxy: fraction of the training data held out for the server (default 0.1)")
     p.add_argument("--eval-every", type=int, default=1, metavar="N",
                    help="evaluate the global model at every size every N rounds (default 1)")
-    _add_merge_options(p)
+    _add_attack_options(merge)
     p.add_argument("--json", metavar="PATH|-", help="write the full log as JSON to PATH, or - for stdout")
     p.add_argument("--plot", metavar="PATH.png", help="draw accuracy per tier over rounds (needs matplotlib, the plot extra: pip install \"edge-fl-sdk[plot]\")")
     _add_strategy_options(p)
@@ -68,31 +55,29 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _add_merge_options(p: argparse.ArgumentParser) -> None:
-    """Robust merging, differential privacy and the simulated attack (rules and attacks
-    listed from their registries)."""
+def _add_settings(p: argparse.ArgumentParser, merge: argparse._ArgumentGroup) -> None:
+    """One flag per shared federation setting (:class:`edge_sdk.settings.FederationSettings`,
+    declared there once with its default and help; the Flower run config reads the same
+    fields); the strategies and merge rules are listed from their registries."""
     from edge_sdk.aggregation.robust import merge_rule_class, merge_rule_names
+    from edge_sdk.settings import FederationSettings, settings_of
+    from edge_sdk.strategies import strategy_class, strategy_names
+
+    listed = {
+        "strategy": "; ".join(f"{n}: {strategy_class(n).summary}" for n in strategy_names()),
+        "robust": "merge rule over the clients holding each coordinate: "
+                  + "; ".join(f"{n}: {merge_rule_class(n).summary}" for n in merge_rule_names()),
+    }
+    for f, info in settings_of(FederationSettings):
+        text = listed.get(f.name, info.help) + ("" if f.default is None else f" (default {f.default})")
+        (merge if info.group == "merge" else p).add_argument(
+            f"--{info.key(f)}", type=info.kind, default=f.default, metavar=info.metavar, help=text)
+
+
+def _add_attack_options(g: argparse._ArgumentGroup) -> None:
+    """The simulated attack (attacks listed from their registry)."""
     from edge_sdk.attacks import attack_names
 
-    g = p.add_argument_group("robust merging, differential privacy, simulated attacks")
-    rules = "; ".join(f"{n}: {merge_rule_class(n).summary}" for n in merge_rule_names())
-    g.add_argument("--robust", default="none", metavar="RULE[:PARAM]",
-                   help=f"merge rule over the clients holding each coordinate: {rules} (default none)")
-    g.add_argument("--sample-weights", default="auto", metavar="POLICY",
-                   help="weight of a client's reported sample count: trust, cap:K (K x the round's median), equal, "
-                        "or auto (trust for --robust none, cap:4 for robust rules, equal under DP; default)")
-    g.add_argument("--outlier-norm", type=float, default=None, metavar="K",
-                   help="refuse a change whose norm exceeds K x its tier's median (default 3 with a robust rule; 0: off)")
-    g.add_argument("--outlier-cosine", type=float, default=None, metavar="T",
-                   help="refuse a change whose cosine with the rest of its tier's changes is below T "
-                        "(default 0 with a robust rule; -1: off)")
-    g.add_argument("--dp-clip", type=float, default=None, metavar="C",
-                   help="client-level DP: clip every client's change to L2 norm C")
-    g.add_argument("--dp-noise", type=float, default=0.0, metavar="Z",
-                   help="DP noise multiplier: Gaussian noise of std Z*C on every per-coordinate sum (default 0)")
-    g.add_argument("--dp-delta", type=float, default=1e-5, metavar="D", help="DP delta for epsilon (default 1e-5)")
-    g.add_argument("--dp-mode", default="server", metavar="MODE",
-                   help="who adds the DP noise: server (default) or client (each device before upload)")
     g.add_argument("--attack", default="none", metavar="NAME[:PARAM]",
                    help=f"simulated attack of the attacking clients: {', '.join(attack_names())} "
                         "(sign-flip, scale:K, samples:N, noise:SIGMA; default none)")
@@ -134,39 +119,26 @@ def strategy_options(args: argparse.Namespace) -> dict:
 def build_config(args: argparse.Namespace):
     from edge_sdk.simulation import SimulationConfig
 
-    for name in ("lr", "alpha", "client_fraction", "width", "outlier_norm", "outlier_cosine", "dp_clip", "dp_noise",
-                 "dp_delta", "attackers"):
+    from edge_sdk.settings import FederationSettings, settings_of
+
+    floats = [f.name for f, info in settings_of(FederationSettings) if info.kind is float]
+    for name in (*floats, "alpha", "client_fraction", "width", "attackers"):
         value = getattr(args, name)
         if value is not None and not math.isfinite(value):
             raise InvalidInputError(f"--{name.replace('_', '-')}={value} is not accepted; expected a finite number")
+    shared = {f.name: getattr(args, f.name) for f, _ in settings_of(FederationSettings)}
     config = SimulationConfig(
-        strategy=args.strategy,
-        dataset=args.dataset,
-        model=args.model,
+        **shared,
+        strategy_options=strategy_options(args),
+        model_options={} if args.width is None else {"width": args.width},
         clients=args.clients,
         tiers=args.tiers,
         alpha=args.alpha,
-        rounds=args.rounds,
-        local_steps=args.local_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        momentum=args.momentum,
-        seed=args.seed,
-        strategy_options=strategy_options(args),
         client_fraction=args.client_fraction,
         eval_every=args.eval_every,
         bn_stats=args.bn_stats,
         server_data=args.server_data,
         server_holdout=args.server_holdout,
-        model_options={} if args.width is None else {"width": args.width},
-        robust=args.robust,
-        sample_weights=args.sample_weights,
-        outlier_norm=args.outlier_norm,
-        outlier_cosine=args.outlier_cosine,
-        dp_clip=args.dp_clip,
-        dp_noise=args.dp_noise,
-        dp_delta=args.dp_delta,
-        dp_mode=args.dp_mode,
         attack=args.attack,
         attackers=args.attackers,
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edge_sdk.errors import InvalidInputError
-from edge_sdk.settings import FederationSettings
+from edge_sdk.settings import FederationSettings, setting, setting_with_default, settings_of
 
 __all__ = ["RunSettings", "NodeSettings", "ServerDataSpec", "parse_ladder", "parse_server_data", "DEFAULT_LADDER"]
 
@@ -154,21 +154,21 @@ class RunSettings(FederationSettings):
     client); the round's merge report and the privacy spent go to the run summary.
     """
 
-    rounds: int = 3
+    rounds: int = setting_with_default(FederationSettings, "rounds", 3)
     ladder: tuple[float, ...] = field(default_factory=lambda: parse_ladder(DEFAULT_LADDER))
-    min_nodes: int = 1
-    min_replies: int = 1
-    wait_timeout: float = 120.0
-    query_timeout: float = 60.0
-    round_timeout: float = 300.0
-    poll_interval: float = 0.5
-    eval_every: int = 0
-    quick_profile: bool = True
-    export: bool = True
-    export_samples: int = 64
-    out_dir: str = ""
-    save_models: bool = False
-    server_data: str = ""  # see ServerDataSpec
+    min_nodes: int = setting(1, int, "connected nodes to wait for before the first query", minimum=1)
+    min_replies: int = setting(1, int, "updates a round needs to be merged", minimum=1)
+    wait_timeout: float = setting(120.0, float, "seconds to wait for min-nodes", minimum=0)
+    query_timeout: float = setting(60.0, float, "seconds a node has to answer a query", minimum=0.1)
+    round_timeout: float = setting(300.0, float, "seconds a node has to return its update", minimum=0.1)
+    poll_interval: float = setting(0.5, float, "seconds between polls for replies", minimum=0.01)
+    eval_every: int = setting(0, int, "evaluate every N rounds (0: at the end only)", minimum=0)
+    quick_profile: bool = setting(True, bool, "nodes profile themselves with --quick")
+    export: bool = setting(True, bool, "export every tier's model at the end")
+    export_samples: int = setting(64, int, "calibration samples of the export", minimum=1)
+    out_dir: str = setting("", str, "where the run summary and artifacts go")
+    save_models: bool = setting(False, bool, "save the global model and the tier models")
+    server_data: str = setting("", str, "server data of a strategy that merges on it")  # see ServerDataSpec
 
     def server_data_spec(self) -> ServerDataSpec | None:
         """The parsed ``server-data`` (None when empty)."""
@@ -203,43 +203,11 @@ class RunSettings(FederationSettings):
                 raise InvalidInputError(f"config model-options={options!r} is not a JSON object")
         else:
             parsed = {}
-        strategy = _get(cfg, "strategy", d.strategy, str)
-        s = cls(
-            strategy=strategy,
-            strategy_options=_strategy_options(strategy, cfg),
-            model=_get(cfg, "model", d.model, str),
-            model_options=parsed,
-            dataset=_get(cfg, "dataset", d.dataset, str),
-            rounds=_get(cfg, "rounds", d.rounds, int, minimum=1),
-            local_steps=_get(cfg, "local-steps", d.local_steps, int, minimum=1),
-            batch_size=_get(cfg, "batch-size", d.batch_size, int, minimum=1),
-            lr=_get(cfg, "lr", d.lr, float, minimum=0),
-            momentum=_get(cfg, "momentum", d.momentum, float, minimum=0),
-            weight_decay=_get(cfg, "weight-decay", d.weight_decay, float, minimum=0),
-            ladder=parse_ladder(cfg["ladder"]) if "ladder" in cfg else d.ladder,
-            min_nodes=_get(cfg, "min-nodes", d.min_nodes, int, minimum=1),
-            min_replies=_get(cfg, "min-replies", d.min_replies, int, minimum=1),
-            wait_timeout=_get(cfg, "wait-timeout", d.wait_timeout, float, minimum=0),
-            query_timeout=_get(cfg, "query-timeout", d.query_timeout, float, minimum=0.1),
-            round_timeout=_get(cfg, "round-timeout", d.round_timeout, float, minimum=0.1),
-            poll_interval=_get(cfg, "poll-interval", d.poll_interval, float, minimum=0.01),
-            eval_every=_get(cfg, "eval-every", d.eval_every, int, minimum=0),
-            seed=_get(cfg, "seed", d.seed, int, minimum=0),
-            quick_profile=_get(cfg, "quick-profile", d.quick_profile, bool),
-            export=_get(cfg, "export", d.export, bool),
-            export_samples=_get(cfg, "export-samples", d.export_samples, int, minimum=1),
-            out_dir=_get(cfg, "out-dir", d.out_dir, str),
-            save_models=_get(cfg, "save-models", d.save_models, bool),
-            server_data=_get(cfg, "server-data", d.server_data, str),
-            robust=_get(cfg, "robust", d.robust, str),
-            sample_weights=_get(cfg, "sample-weights", d.sample_weights, str),
-            outlier_norm=_get(cfg, "outlier-norm", d.outlier_norm, float),
-            outlier_cosine=_get(cfg, "outlier-cosine", d.outlier_cosine, float),
-            dp_clip=_get(cfg, "dp-clip", d.dp_clip, float) or None,
-            dp_noise=_get(cfg, "dp-noise", d.dp_noise, float, minimum=0),
-            dp_delta=_get(cfg, "dp-delta", d.dp_delta, float),
-            dp_mode=_get(cfg, "dp-mode", d.dp_mode, str),
-        )
+        values = {f.name: _get(cfg, info.key(f), getattr(d, f.name), info.kind, minimum=info.minimum)
+                  for f, info in settings_of(cls)}
+        s = cls(**values, strategy_options=_strategy_options(values["strategy"], cfg), model_options=parsed,
+                ladder=parse_ladder(cfg["ladder"]) if "ladder" in cfg else d.ladder)
+        s.dp_clip = s.dp_clip or None  # 0: no DP
         if s.momentum >= 1:
             raise InvalidInputError(f"config momentum={s.momentum!r} is not accepted; expected 0 <= momentum < 1")
         if "server-data" in cfg and not isinstance(cfg["server-data"], str):
