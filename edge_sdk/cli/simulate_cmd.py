@@ -117,9 +117,8 @@ def strategy_options(args: argparse.Namespace) -> dict:
 
 
 def build_config(args: argparse.Namespace):
-    from edge_sdk.simulation import SimulationConfig
-
     from edge_sdk.settings import FederationSettings, settings_of
+    from edge_sdk.simulation import SimulationConfig
 
     floats = [f.name for f, info in settings_of(FederationSettings) if info.kind is float]
     for name in (*floats, "alpha", "client_fraction", "width", "attackers"):

@@ -6,9 +6,9 @@ needs (:meth:`Strategy.train_options`), how the updates merge into the global mo
 (:meth:`Strategy.merge`), and which model stands for a size when the run is evaluated or
 exported (:meth:`Strategy.evaluation_plan`, :meth:`Strategy.tier_model`). It holds no
 global model (only what its own method keeps between rounds, such as fiarse-structured's
-remembered ranking: one object per run) and sends no message: ``edge_sdk.simulation`` and the Flower ServerApp drive
-the same objects and differ only in how the plans and updates travel (the pattern of
-Flower's ``Strategy.start()`` over a ``Grid``).
+remembered ranking: one object per run) and sends no message: ``edge_sdk.simulation`` and
+the Flower ServerApp drive the same objects and differ only in how the plans and updates
+travel (the pattern of Flower's ``Strategy.start()`` over a ``Grid``).
 """
 
 from __future__ import annotations

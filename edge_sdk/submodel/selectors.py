@@ -219,6 +219,9 @@ class ExploringImportanceSelector(ChannelSelector):
     reached within ``ceil((size - c + n) / n)`` rounds. ``mode="random"``: a uniformly random
     ``n`` of them from the plan's rng (seeded by the caller: deterministic for a seed).
 
+    ``memory`` and ``hysteresis`` make the ranking depend on earlier rounds (see
+    :meth:`importance` and :meth:`ranking`); the object keeps that state.
+
     Not registered: it is a parametrized form of ``fiarse-structured`` (the plans it makes
     carry that name and decode like any structured plan; they store the kept indices).
     """
