@@ -677,3 +677,29 @@ def test_node_config_attack_is_checked():
     assert NodeSettings.from_config({}).attack == ""
     with pytest.raises(InvalidInputError):
         NodeSettings.from_config({"attack": "teleport"})
+
+
+def test_nodes_evaluate_the_model_that_stands_for_their_size(tmp_path, cache_dir, task_identity):
+    # fiarse-structured's training plans explore (random channels per client); what a node
+    # evaluates is the global model at its size as the run exports it: the importance ranking
+    from edge_sdk.flower.records import STYPE_PAYLOAD, record_blob
+
+    cfg = _config(tmp_path, strategy="fiarse-structured", rounds=1)
+    sent = {}
+
+    def on_push(grid, msg):
+        kind = msg.metadata.message_type
+        if kind in ("train", "evaluate"):
+            payload = decode_payload(record_blob(msg.content, "payload", STYPE_PAYLOAD))
+            sent[(kind, msg.metadata.dst_node_id)] = payload.plan
+
+    summary = run_server(FakeGrid(_nodes(cache_dir), cfg, on_push=on_push), cfg)
+    final = dict(np.load(tmp_path / "global-round-1.npz"))
+    model = models.create("cnn1d")
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in final.items()})
+    x = torch.randn(2, *model.config.input_shape)
+    for node, entry in summary["nodes"].items():
+        want = submodel.plan("fiarse-structured", model, entry["ratio"], example_input=x)
+        got = sent[("evaluate", int(node))]
+        assert [k.tolist() for k in got.keep] == [k.tolist() for k in want.keep], node
+    assert {kind for kind, _ in sent} == {"train", "evaluate"}

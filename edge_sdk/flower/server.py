@@ -416,7 +416,9 @@ class ServerRun:
         online = set(self.connected())
         participants = [n for n in self.fleet.placed() if n in online]
         ratios = {n: float(self.fleet.nodes[n].ratio) for n in participants}  # type: ignore[arg-type]
-        plans = self.strategy.make_plans(self.global_model, ratios, round=round, rng=self.rng)
+        # the model that stands for each size (as the simulation evaluates and the run exports
+        # it), not a training plan: those may explore (random channels per client)
+        plans = self.strategy.evaluation_plans(self.global_model, ratios, round=round)
         msgs, info = self._payload_messages(plans, round, "evaluate", f"eval-{round}", s.round_timeout)
         replies, missing = self._exchange(msgs, s.round_timeout)
         per_node: dict[str, Any] = {}

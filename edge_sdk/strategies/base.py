@@ -326,6 +326,18 @@ class Strategy:
         """The plan that defines "the global model at size ``ratio``" when it is evaluated."""
         return self.plan(global_model, ratio, round=round, rng=rng, example_input=example_input)
 
+    def evaluation_plans(self, global_model: nn.Module, ratios: Mapping[K, float], *, round: int,
+                         example_input: torch.Tensor | None = None) -> dict[K, Any]:
+        """Per client, the plan of "the global model at its size" (:meth:`evaluation_plan` of its
+        ratio, made once per ratio with the rng :meth:`tier_model` uses): what a client
+        evaluates after round ``round``, the model the run exports for its size."""
+        by_ratio: dict[float, Any] = {}
+        for ratio in sorted({float(r) for r in ratios.values()}, reverse=True):
+            by_ratio[ratio] = self.evaluation_plan(global_model, ratio, round=round,
+                                                   rng=np.random.default_rng([self.seed, 7919, round]),
+                                                   example_input=example_input)
+        return {k: by_ratio[float(ratios[k])] for k in sorted(ratios)}
+
     def export_size(self, ratio: float) -> float:
         """The size whose model is exported for clients that train size ``ratio``."""
         return float(ratio)
