@@ -363,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     ap.add_argument("--strategies", type=lambda s: s.split(","), default=["fiarse", "fiarse-structured", "heterofl"])
-    ap.add_argument("--attacks", type=lambda s: s.split(","), default=["sign-flip", "scale:10", "samples:1e9", "noise", "absent"])
+    ap.add_argument("--attacks", type=lambda s: s.split(","),
+                    default=["sign-flip", "scale:10", "samples:1e9", "noise", "absent"])
     ap.add_argument("--fractions", type=lambda s: [float(x) for x in s.split(",")], default=[0.1, 0.2])
     ap.add_argument("--rules", type=lambda s: s.split(","), default=["none", "median", "trimmed-mean", "clipped-mean"])
     ap.add_argument("--epsilons", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 4.0, 8.0, math.inf])
