@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE))
 from machine import machine_info, machine_markdown  # noqa: E402
 
 from edge_sdk import models  # noqa: E402
+from edge_sdk.allocator import opt_out_reason  # noqa: E402
 from edge_sdk.models.analytic import analytic_flops  # noqa: E402
 from edge_sdk.profiler import CapabilityReport, count_flops  # noqa: E402
 from edge_sdk.profiler.report import size_label  # noqa: E402
@@ -363,6 +364,7 @@ def main() -> None:
     with busy_load(LOAD_PROCESSES, LOAD_SECONDS) as pids:
         loaded = phase("loaded", pids, 1)
     flops = flop_exactness()
+    opted_out = opt_out_reason()  # the edge-sdk processes profiled here read the same environment
     results = {
         "machine": info,
         "command": "python bench/bench_profile.py",
@@ -372,9 +374,7 @@ def main() -> None:
         "import_seconds": {"idle": idle["import_seconds"], "loaded": loaded["import_seconds"]},
         "bars": bars(idle, loaded, flops),
         "autogroup_enabled": _read("/proc/sys/kernel/sched_autogroup_enabled"),
-        # the edge-sdk processes profiled here set glibc's malloc thresholds unless told not to
-        "allocator": ("glibc defaults (EDGE_SDK_ALLOCATOR=default)"
-                      if os.environ.get("EDGE_SDK_ALLOCATOR", "").strip().lower() == "default" else
+        "allocator": (f"glibc defaults ({opted_out})" if opted_out else
                       "glibc mmap/trim thresholds 32/64 MiB (edge_sdk.allocator, the edge-sdk default)"),
     }
     (HERE / "bench_profile.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -30,7 +30,7 @@ import logging
 import os
 import sys
 
-__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "configure_allocator"]
+__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "configure_allocator", "opt_out_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,19 @@ def configure_allocator() -> bool:
     return _configured
 
 
-def _apply() -> bool:
+def opt_out_reason() -> str | None:
+    """Why the environment asks to leave the allocator as it is (None: it does not)."""
     if os.environ.get("EDGE_SDK_ALLOCATOR", "").strip().lower() == "default":
-        log.debug("allocator left as it is: EDGE_SDK_ALLOCATOR=default")
-        return False
+        return "EDGE_SDK_ALLOCATOR=default"
     if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
-        log.debug("allocator left as it is: GLIBC_TUNABLES sets malloc options")
+        return "GLIBC_TUNABLES sets malloc options"
+    return None
+
+
+def _apply() -> bool:
+    reason = opt_out_reason()
+    if reason is not None:
+        log.debug("allocator left as it is: %s", reason)
         return False
     if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8:
         return False

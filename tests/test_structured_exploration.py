@@ -210,11 +210,9 @@ def test_importance_memory_is_an_exponential_average_updated_once_per_round():
     m2 = _scaled_copy(m, 3.0, 0, np.arange(4))
     v0, v1 = channel_importance(m, an), channel_importance(m2, analysis_for(m2, x))
     sel = ExploringImportanceSelector(0.0, "random", memory=0.8)
-    from edge_sdk.submodel.selectors import SelectionContext
 
     def ctx(model, r):
-        return SelectionContext(model=model, analysis=analysis_for(model, x), counts=[1] * len(v0),
-                                leaf_sizes=[len(v) for v in v0], round=r, rng=np.random.default_rng(0))
+        return _ctx(model, x, [1] * len(v0), r)
 
     assert all(np.allclose(a, b) for a, b in zip(sel.importance(ctx(m, 0)), v0))  # first round: itself
     want = [0.8 * a + 0.2 * b for a, b in zip(v0, v1)]

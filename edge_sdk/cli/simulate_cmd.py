@@ -120,12 +120,13 @@ def build_config(args: argparse.Namespace):
     from edge_sdk.settings import FederationSettings, settings_of
     from edge_sdk.simulation import SimulationConfig
 
-    floats = [f.name for f, info in settings_of(FederationSettings) if info.kind is float]
+    shared_settings = settings_of(FederationSettings)
+    floats = [f.name for f, info in shared_settings if info.kind is float]
     for name in (*floats, "alpha", "client_fraction", "width", "attackers"):
         value = getattr(args, name)
         if value is not None and not math.isfinite(value):
             raise InvalidInputError(f"--{name.replace('_', '-')}={value} is not accepted; expected a finite number")
-    shared = {f.name: getattr(args, f.name) for f, _ in settings_of(FederationSettings)}
+    shared = {f.name: getattr(args, f.name) for f, _ in shared_settings}
     config = SimulationConfig(
         **shared,
         strategy_options=strategy_options(args),

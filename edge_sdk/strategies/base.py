@@ -334,9 +334,12 @@ class Strategy:
         by_ratio: dict[float, Any] = {}
         for ratio in sorted({float(r) for r in ratios.values()}, reverse=True):
             by_ratio[ratio] = self.evaluation_plan(global_model, ratio, round=round,
-                                                   rng=np.random.default_rng([self.seed, 7919, round]),
-                                                   example_input=example_input)
+                                                   rng=self._evaluation_rng(round), example_input=example_input)
         return {k: by_ratio[float(ratios[k])] for k in sorted(ratios)}
+
+    def _evaluation_rng(self, round: int) -> np.random.Generator:
+        """The rng of an evaluation plan after round ``round`` (the same for every size and call)."""
+        return np.random.default_rng([self.seed, 7919, round])
 
     def export_size(self, ratio: float) -> float:
         """The size whose model is exported for clients that train size ``ratio``."""
@@ -345,8 +348,7 @@ class Strategy:
     def tier_model(self, global_model: nn.Module, ratio: float, *, round: int) -> nn.Module:
         """A plain module standing for size ``ratio`` of the final global model (for export):
         the extracted submodel, with parameter-level masks applied as zeros."""
-        plan = self.evaluation_plan(global_model, ratio, round=round,
-                                    rng=np.random.default_rng([self.seed, 7919, round]))
+        plan = self.evaluation_plan(global_model, ratio, round=round, rng=self._evaluation_rng(round))
         if plan is None:
             return global_model
         sub = plan.extract(global_model)

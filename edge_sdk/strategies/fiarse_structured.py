@@ -100,8 +100,8 @@ class FiarseStructured(Strategy):
 
     def evaluation_plan(self, global_model: nn.Module, ratio: float, *, round: int, rng: np.random.Generator,
                         example_input: torch.Tensor | None = None) -> Any:
-        """The importance ranking alone (no exploration; with ``importance_memory``, the
-        remembered ranking the clients trained by)."""
+        """The importance ranking alone (no exploration; with ``importance_memory`` or
+        ``rank_hysteresis``, the remembered ranking the clients trained by)."""
         return self._plan_with(self._ranking, global_model, ratio, round, rng, example_input)
 
     def _plan_with(self, selector: Any, global_model: nn.Module, ratio: float, round: int,

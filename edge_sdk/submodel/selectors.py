@@ -15,6 +15,7 @@ after which ``submodel.plan("my-rule", ...)`` makes plans with it (its module mu
 from __future__ import annotations
 
 import abc
+import dataclasses
 import numbers
 import re
 from collections.abc import Callable
@@ -248,8 +249,8 @@ class ExploringImportanceSelector(ChannelSelector):
         self._smoothed: list[np.ndarray] | None = None  # the importance remembered over rounds
         self._smoothed_round = -1  # the round it was last updated for
         self.hysteresis = float(hysteresis)
-        # per size (kept counts, group sizes): the round of the last ranking, the units it kept, its order
-        self._ranked: dict[tuple, tuple[int, list[np.ndarray], list[np.ndarray]]] = {}
+        # per size (kept counts, group sizes): the round of its last ranking and that ranking
+        self._ranked: dict[tuple, tuple[int, list[np.ndarray]]] = {}
 
     def importance(self, ctx: SelectionContext) -> list[np.ndarray]:
         """The importance the ranking uses: this round's, or with ``memory`` > 0 its
@@ -277,12 +278,13 @@ class ExploringImportanceSelector(ChannelSelector):
         key = (tuple(ctx.counts), tuple(ctx.leaf_sizes))
         last = self._ranked.get(key)
         if last is not None and last[0] == ctx.round:
-            return last[2]
+            return last[1]
         if last is not None and last[0] < ctx.round:
-            scores = [np.where(np.isin(np.arange(len(v)), kept), v * (1.0 + self.hysteresis), v)
-                      for v, kept in zip(scores, last[1])]
+            scores = [v.copy() for v in scores]
+            for v, order, c in zip(scores, last[1], ctx.counts):
+                v[order[:c]] *= 1.0 + self.hysteresis  # the units this size kept last round
         orders = [np.argsort(-v, kind="stable") for v in scores]
-        self._ranked[key] = (ctx.round, [o[:c] for o, c in zip(orders, ctx.counts)], orders)
+        self._ranked[key] = (ctx.round, orders)
         return orders
 
     def share(self, round: int) -> float:
@@ -328,6 +330,5 @@ class RememberedRanking(ChannelSelector):
         self.source = source
 
     def select(self, ctx: SelectionContext) -> list[np.ndarray]:
-        after = SelectionContext(model=ctx.model, analysis=ctx.analysis, counts=ctx.counts,
-                                 leaf_sizes=ctx.leaf_sizes, round=ctx.round + 1, rng=ctx.rng)
+        after = dataclasses.replace(ctx, round=ctx.round + 1)
         return [np.sort(order[:c]) for order, c in zip(self.source.ranking(after), ctx.counts)]
